@@ -1,0 +1,98 @@
+"""The model-store entry: what ``train.py`` writes and the service reads, in one place.
+
+An entry ``fraud_detector:<version>`` holds
+- ``model.onnx``: the forest as an ONNX graph (what serving runs; loading it executes no code),
+- ``model.skops``: the scikit-learn forest in skops format (no pickle), for audits and retraining,
+- ``serving.json``: feature order, thresholds, per-feature training statistics, importances,
+and, in its metadata, metrics, training date, data source and SHA-256, library versions, and the
+SHA-256 of each file above, which loading verifies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MODEL_NAME = "fraud_detector"
+ONNX_FILE = "model.onnx"
+SKOPS_FILE = "model.skops"
+SERVING_FILE = "serving.json"
+FORMAT_VERSION = 1
+
+
+class ArtifactError(RuntimeError):
+    """A model-store entry is missing, incomplete or corrupt."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class LoadedArtifact:
+    tag: str
+    path: Path
+    metadata: dict[str, Any]
+    serving: dict[str, Any]
+    onnx_bytes: bytes
+
+
+def register(files: dict[str, bytes], metadata: dict[str, Any], labels: dict[str, str]) -> str:
+    """Write ``files`` into one new model-store entry and return its tag.
+
+    Nothing is left in the store if any step fails: bentoml.models.create only saves on success.
+    """
+    import bentoml
+
+    metadata = {**metadata, "format_version": FORMAT_VERSION,
+                "checksums": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}}
+    with bentoml.models.create(MODEL_NAME, labels=labels, metadata=metadata) as model:
+        root = Path(model.path)
+        for name, data in files.items():
+            (root / name).write_bytes(data)
+        # Re-read what landed on disk before the entry is committed.
+        for name, digest in metadata["checksums"].items():
+            if sha256_file(root / name) != digest:
+                raise ArtifactError(f"{name} changed while it was written")
+    return str(model.tag)
+
+
+def load(tag: str) -> LoadedArtifact:
+    """Fetch an entry, verify its checksums, and read what serving needs.
+
+    Raises :class:`ArtifactError` with a reason fit for a 503 body and a log line.
+    """
+    import bentoml
+    from bentoml.exceptions import BentoMLException, NotFound
+
+    try:
+        model = bentoml.models.get(tag)
+    except NotFound:
+        raise ArtifactError(f"model {tag!r} is not in the model store; run `make train`") from None
+    except BentoMLException as exc:
+        raise ArtifactError(f"model {tag!r} cannot be read from the store: {exc}") from None
+    except Exception as exc:  # a corrupt model.yaml surfaces as yaml/attrs/cattrs errors
+        raise ArtifactError(f"model {tag!r} has an unreadable model.yaml: {type(exc).__name__}") from None
+    root = Path(model.path)
+    metadata = dict(model.info.metadata)
+    checksums = metadata.get("checksums")
+    if metadata.get("format_version") != FORMAT_VERSION or not isinstance(checksums, dict):
+        raise ArtifactError(f"model {model.tag} was not written by this project's train.py")
+    for name in (ONNX_FILE, SERVING_FILE):
+        file = root / name
+        if not file.is_file():
+            raise ArtifactError(f"model {model.tag} is missing {name}")
+        if sha256_file(file) != checksums.get(name):
+            raise ArtifactError(f"model {model.tag}: checksum mismatch for {name}")
+    try:
+        serving = json.loads((root / SERVING_FILE).read_text())
+    except ValueError:
+        raise ArtifactError(f"model {model.tag}: {SERVING_FILE} is not valid JSON") from None
+    return LoadedArtifact(str(model.tag), root, metadata, serving, (root / ONNX_FILE).read_bytes())

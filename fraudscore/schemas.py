@@ -1,0 +1,88 @@
+"""Request and response bodies, named by direction and validated at the edge.
+
+Every feature is a required, finite JSON number inside float32 range (the model runs in float32):
+strings (including "NaN"), booleans, null, nested values, NaN/Infinity literals and numbers such as
+1e400 are rejected with a message naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from .features import FEATURES
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+Feature = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+_STRICT = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid", frozen=True)
+_FIELD_DOCS = {
+    "Time": "Seconds since the first transaction of the reference period.",
+    "Amount": "Transaction amount (non-negative).",
+}
+
+
+def _feature_fields() -> dict[str, object]:
+    fields: dict[str, object] = {}
+    for name in FEATURES:
+        bound = {"ge": 0.0} if name == "Amount" else {}
+        desc = _FIELD_DOCS.get(name, f"PCA component {name} of the card-transaction features.")
+        fields[name] = (Annotated[Feature, Field(description=desc, **bound)], ...)
+    return fields
+
+
+_TransactionFeatures = create_model(  # type: ignore[call-overload]
+    "_TransactionFeatures", __config__=_STRICT, **_feature_fields()
+)
+
+
+class TransactionIn(_TransactionFeatures):  # type: ignore[misc,valid-type]
+    """One card transaction: Time, V1..V28 and Amount, plus an optional id echoed back."""
+
+    model_config = _STRICT
+    transaction_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+
+class LegacyTransactionIn(TransactionIn):
+    """The FastAPI service's request body: same fields; unknown fields ignored, as FastAPI did."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore", frozen=True)
+
+
+Decision = Literal["approve", "review", "block"]
+
+
+class FraudScoreOut(BaseModel):
+    """The verdict on one transaction."""
+
+    fraud_score: Annotated[int, Field(ge=0, le=100, description="0-100; higher is riskier")]
+    fraud_probability: Annotated[float, Field(ge=0.0, le=1.0)]
+    is_fraud: Annotated[bool, Field(description="fraud_score >= threshold")]
+    decision: Annotated[Decision, Field(description="block >= threshold; review within the band")]
+    threshold: int
+    model_version: Annotated[str, Field(description="model-store tag that scored it")]
+    transaction_id: Annotated[str | None, Field(exclude_if=lambda v: v is None)] = None
+
+
+class LegacyFraudScoreOut(BaseModel):
+    """Exactly what the FastAPI service answered."""
+
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    fraud_score: int = Field(alias="fraud-score")
+    is_fraud: bool = Field(alias="is-fraud")
+    model_version: str = Field(alias="model-version")
+
+
+class ModelInfoOut(BaseModel):
+    tag: str
+    trained_at: str
+    data_source: str
+    data_sha256: str
+    metrics: dict[str, float | int]
+    thresholds: dict[str, int]
+    thresholds_source: dict[str, str]
+    top_feature_importances: dict[str, float]
+    versions: dict[str, str]
+    batch_max_items: int

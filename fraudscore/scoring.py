@@ -1,0 +1,135 @@
+"""Orchestration: validated transactions in, verdicts out, with metrics on the way.
+
+The HTTP edge hands this step validated objects; the model wrapper below it knows no HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import metrics
+from .artifact import ArtifactError, LoadedArtifact, load
+from .features import FEATURES
+from .model import OnnxForest
+from .schemas import FraudScoreOut, ModelInfoOut, TransactionIn
+from .settings import ConfigError, Settings
+from .thresholds import Thresholds, to_scores
+
+log = logging.getLogger("fraudscore")
+
+
+class ModelUnavailable(RuntimeError):
+    """No model is loaded; the message says why."""
+
+
+def _thresholds(serving: dict[str, Any], settings: Settings) -> tuple[Thresholds, dict[str, str]]:
+    learned = serving["thresholds"]
+    block = learned["block"] if settings.decision_threshold == "model" else settings.decision_threshold
+    review = learned["review"] if settings.review_threshold == "model" else settings.review_threshold
+    source = {
+        "block": "model" if settings.decision_threshold == "model" else "FRAUD_DECISION_THRESHOLD",
+        "review": "model" if settings.review_threshold == "model" else "FRAUD_REVIEW_THRESHOLD",
+    }
+    if settings.review_threshold == "model":
+        review = min(review, block)  # an overridden block threshold narrows the learned band
+    try:
+        return Thresholds(block=block, review=review), source
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+class Scorer:
+    """Scores transactions with one loaded model and the thresholds in force."""
+
+    def __init__(self, art: LoadedArtifact, settings: Settings) -> None:
+        if list(art.serving.get("features", [])) != list(FEATURES):
+            raise ArtifactError(f"model {art.tag} expects other features than this service sends")
+        self.forest = OnnxForest(art.onnx_bytes)
+        self.version = art.tag
+        self.thresholds, self.threshold_source = _thresholds(art.serving, settings)
+        stats = art.serving["feature_stats"]
+        self._low = np.array([stats[f]["quantiles"]["0.001"] for f in FEATURES])
+        self._high = np.array([stats[f]["quantiles"]["0.999"] for f in FEATURES])
+        self._info = ModelInfoOut(
+            tag=art.tag,
+            trained_at=art.metadata["trained_at"],
+            data_source=art.metadata["data_source"],
+            data_sha256=art.metadata["data_sha256"],
+            metrics=art.metadata["metrics"],
+            thresholds=self.thresholds.as_dict(),
+            thresholds_source=self.threshold_source,
+            top_feature_importances=dict(list(art.serving["feature_importances"].items())[:10]),
+            versions=art.metadata["versions"],
+            batch_max_items=settings.batch_max_items,
+        )
+
+    def model_info(self) -> ModelInfoOut:
+        return self._info
+
+    def score(self, transactions: Sequence[TransactionIn]) -> list[FraudScoreOut]:
+        """Verdicts in input order; scoring a list equals scoring each item alone."""
+        X = np.array([[getattr(tx, f) for f in FEATURES] for tx in transactions], dtype=np.float64)
+        started = time.perf_counter()
+        proba = self.forest.predict_proba(X)
+        metrics.INFERENCE_SECONDS.labels(model_version=self.version).observe(
+            time.perf_counter() - started)
+        self._record_out_of_range(X)
+        scores = to_scores(proba)
+        block, review = self.thresholds.block, self.thresholds.review
+        out = []
+        for tx, p, s in zip(transactions, proba.tolist(), scores.tolist(), strict=True):
+            decision = "block" if s >= block else "review" if s >= review else "approve"
+            out.append(FraudScoreOut(
+                fraud_score=s, fraud_probability=round(p, 6), is_fraud=s >= block,
+                decision=decision, threshold=block, model_version=self.version,
+                transaction_id=tx.transaction_id,
+            ))
+            metrics.DECISIONS.labels(decision=decision, model_version=self.version).inc()
+            metrics.SCORES.labels(model_version=self.version).observe(s)
+        return out
+
+    def _record_out_of_range(self, X: np.ndarray) -> None:
+        outside = ((X < self._low) | (X > self._high)).sum(axis=0)
+        for j in np.flatnonzero(outside):
+            metrics.OUT_OF_RANGE.labels(feature=FEATURES[j], model_version=self.version).inc(
+                int(outside[j]))
+
+
+class ScoringPipeline:
+    """What the service holds: a :class:`Scorer`, or the reason there is none (never raises)."""
+
+    def __init__(self, scorer: Scorer | None, unavailable_reason: str | None) -> None:
+        self._scorer = scorer
+        self.unavailable_reason = unavailable_reason
+
+    @classmethod
+    def load(cls, settings: Settings) -> ScoringPipeline:
+        try:
+            scorer = Scorer(load(settings.model_tag), settings)
+        except ArtifactError as exc:
+            log.warning("model unavailable, serving 503 until restarted: %s", exc)
+            return cls(None, str(exc))
+        except ConfigError:
+            raise  # a bad setting is the operator's to fix: refuse to start
+        except Exception as exc:  # a corrupt graph makes ONNX Runtime raise its own types
+            reason = f"model {settings.model_tag!r} failed to load: {type(exc).__name__}: {exc}"
+            log.warning("model unavailable, serving 503 until restarted: %s", reason)
+            return cls(None, reason[:500])
+        log.info("loaded %s (block >= %d, review >= %d)", scorer.version,
+                 scorer.thresholds.block, scorer.thresholds.review)
+        return cls(scorer, None)
+
+    @property
+    def ready(self) -> bool:
+        return self._scorer is not None
+
+    @property
+    def scorer(self) -> Scorer:
+        if self._scorer is None:
+            raise ModelUnavailable(self.unavailable_reason or "model not loaded")
+        return self._scorer

@@ -1,0 +1,77 @@
+"""One settings object, read from the environment (and a git-ignored ``.env``), failing closed.
+
+Every variable is prefixed ``FRAUD_`` except ``API_KEY``, which the FastAPI service this replaces
+read and which is still honoured. ``get_settings()`` builds it once per process; tests call
+``get_settings.cache_clear()`` after changing the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_KEY_LENGTH = 16
+
+
+class ConfigError(RuntimeError):
+    """The service is not configured well enough to start."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FRAUD_", env_file=".env", extra="ignore")
+
+    # Comma-separated keys, all valid at once, for rotation.
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    # The old service's single key (no prefix).
+    legacy_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("API_KEY"))
+    # A mounted secret: one key per line ('#' comments allowed).
+    api_keys_file: Path | None = None
+
+    model_tag: str = "fraud_detector:latest"
+    # "model" = thresholds chosen from validation data at training; or an integer score 1-100
+    # (50 is the static threshold of the service this replaces).
+    decision_threshold: Literal["model"] | Annotated[int, Field(ge=1, le=100)] = "model"
+    review_threshold: Literal["model"] | Annotated[int, Field(ge=1, le=100)] = "model"
+    batch_max_items: Annotated[int, Field(ge=1, le=100_000)] = 1_000
+    max_body_bytes: Annotated[int, Field(ge=1_024)] = 2 * 1024 * 1024
+    docs_public: bool = False
+    adaptive_batching: bool = False
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v: object) -> object:
+        if isinstance(v, str):
+            return tuple(k.strip() for k in v.split(",") if k.strip())
+        return v
+
+    def resolved_api_keys(self) -> tuple[bytes, ...]:
+        """All configured keys; raises :class:`ConfigError` when there are none or one is weak."""
+        keys = [k.get_secret_value() for k in self.api_keys]
+        if self.legacy_api_key is not None:
+            keys.append(self.legacy_api_key.get_secret_value())
+        if self.api_keys_file is not None:
+            try:
+                text = self.api_keys_file.read_text()
+            except OSError as exc:
+                raise ConfigError(f"FRAUD_API_KEYS_FILE {self.api_keys_file}: {exc.strerror}") from None
+            keys += [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+        keys = [k.strip() for k in keys if k.strip()]
+        if not keys:
+            raise ConfigError(
+                "no API key configured: set FRAUD_API_KEYS (comma-separated), API_KEY or "
+                "FRAUD_API_KEYS_FILE; the service refuses to start without one"
+            )
+        if any(len(k) < MIN_KEY_LENGTH for k in keys):
+            raise ConfigError(f"every API key must be at least {MIN_KEY_LENGTH} characters long")
+        return tuple(dict.fromkeys(k.encode() for k in keys))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    # FRAUD_ENV_FILE="" reads no file (tests); the default is ./.env, which `make serve` writes.
+    return Settings(_env_file=os.environ.get("FRAUD_ENV_FILE", ".env") or None)

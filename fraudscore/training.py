@@ -1,0 +1,183 @@
+"""Training: split, fit, choose thresholds, export to ONNX, check parity, register.
+
+``train.py`` parses arguments and calls :func:`train`; this module does the work.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
+from typing import Any
+
+import numpy as np
+
+from . import artifact
+from .data import Dataset
+from .features import FEATURES
+from .model import OnnxForest
+from .thresholds import Thresholds, choose, to_scores
+
+PARITY_TOLERANCE = 1e-5
+QUANTILES = (0.001, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999)
+
+
+class ParityError(RuntimeError):
+    """The ONNX export does not reproduce scikit-learn's probabilities."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    n_estimators: int = 100
+    max_depth: int | None = None
+    min_samples_leaf: int = 1
+    max_features: str | float = "sqrt"
+    class_weight: str | None = None
+    n_jobs: int = -1
+    seed: int = 42
+    val_size: float = 0.2
+    test_size: float = 0.2
+    review_budget: float = 0.005
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    tag: str
+    metrics: dict[str, float]
+    thresholds: Thresholds
+
+
+def _split(y: np.ndarray, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(y.size)
+    rest, test = train_test_split(idx, test_size=cfg.test_size, stratify=y, random_state=cfg.seed)
+    train, val = train_test_split(rest, test_size=cfg.val_size / (1 - cfg.test_size),
+                                  stratify=y[rest], random_state=cfg.seed)
+    return train, val, test
+
+
+def _fit(X: np.ndarray, y: np.ndarray, cfg: TrainConfig, progress: bool) -> Any:
+    """Grow the forest in steps so a progress bar can follow it (same trees as one fit)."""
+    from sklearn.ensemble import RandomForestClassifier
+    from tqdm import tqdm
+
+    forest = RandomForestClassifier(
+        n_estimators=0, warm_start=True, max_depth=cfg.max_depth,
+        min_samples_leaf=cfg.min_samples_leaf, max_features=cfg.max_features,
+        class_weight=cfg.class_weight, n_jobs=cfg.n_jobs, random_state=cfg.seed,
+    )
+    step = max(1, cfg.n_estimators // 10)
+    with tqdm(total=cfg.n_estimators, desc="training trees", unit="tree", disable=not progress) as bar:
+        while forest.n_estimators < cfg.n_estimators:
+            grow = min(step, cfg.n_estimators - forest.n_estimators)
+            forest.set_params(n_estimators=forest.n_estimators + grow)
+            forest.fit(X, y)
+            bar.update(grow)
+    return forest
+
+
+def _to_onnx(forest: Any) -> bytes:
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    onx = to_onnx(forest, initial_types=[("transactions", FloatTensorType([None, len(FEATURES)]))],
+                  options={id(forest): {"zipmap": False}})
+    return onx.SerializeToString()
+
+
+def feature_stats(X: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Per-feature training statistics for out-of-distribution and drift checks."""
+    qs = np.quantile(X, QUANTILES, axis=0)
+    deciles = np.quantile(X, np.linspace(0, 1, 11), axis=0)
+    out = {}
+    for j, name in enumerate(FEATURES):
+        col = X[:, j]
+        out[name] = {
+            "mean": float(col.mean()), "std": float(col.std()),
+            "min": float(col.min()), "max": float(col.max()),
+            "quantiles": {f"{q:g}": float(v) for q, v in zip(QUANTILES, qs[:, j], strict=True)},
+            "decile_edges": [float(v) for v in deciles[:, j]],
+        }
+    return out
+
+
+def _metrics(y: np.ndarray, proba: np.ndarray, th: Thresholds) -> dict[str, float]:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    scores = to_scores(proba)
+    y = y.astype(bool)
+    block = scores >= th.block
+    flagged = scores >= th.review
+    tp = int((block & y).sum())
+    return {
+        "auprc": round(float(average_precision_score(y, proba)), 4),
+        "roc_auc": round(float(roc_auc_score(y, proba)), 4),
+        "precision_at_threshold": round(tp / max(int(block.sum()), 1), 4),
+        "recall_at_threshold": round(tp / max(int(y.sum()), 1), 4),
+        "recall_with_review": round(int((flagged & y).sum()) / max(int(y.sum()), 1), 4),
+        "review_share": round(float(((scores >= th.review) & ~block).mean()), 5),
+        "test_rows": int(y.size),
+        "test_frauds": int(y.sum()),
+    }
+
+
+def _versions() -> dict[str, str]:
+    pkgs = ("bentoml", "scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "skops")
+    return {"python": platform.python_version(), **{p: version(p) for p in pkgs}}
+
+
+def train(data: Dataset, cfg: TrainConfig = TrainConfig(), progress: bool = True,
+          log: Any = print) -> TrainResult:
+    """Train, verify and register; nothing is registered if any step fails."""
+    import skops.io as sio
+
+    X, y = data.X, data.y
+    train_idx, val_idx, test_idx = _split(y, cfg)
+    log(f"data: {data.source}: {y.size} rows, {int(y.sum())} frauds "
+        f"(train {train_idx.size} / validation {val_idx.size} / test {test_idx.size})")
+    forest = _fit(X[train_idx], y[train_idx], cfg, progress)
+
+    log("exporting to ONNX and checking parity on the test split")
+    onnx_bytes = _to_onnx(forest)
+    engine = OnnxForest(onnx_bytes)
+    test_proba = engine.predict_proba(X[test_idx])
+    diff = float(np.max(np.abs(forest.predict_proba(X[test_idx])[:, 1] - test_proba)))
+    if not diff <= PARITY_TOLERANCE:
+        raise ParityError(f"ONNX differs from scikit-learn by {diff:.3g} (> {PARITY_TOLERANCE})")
+
+    thresholds = choose(to_scores(engine.predict_proba(X[val_idx])), y[val_idx], cfg.review_budget)
+    metrics = _metrics(y[test_idx], test_proba, thresholds)
+    metrics["onnx_max_abs_diff"] = diff
+
+    importances = sorted(zip(FEATURES, forest.feature_importances_.tolist(), strict=True),
+                         key=lambda kv: -kv[1])
+    serving = {
+        "features": list(FEATURES),
+        "thresholds": thresholds.as_dict(),
+        "feature_stats": feature_stats(X[train_idx]),
+        "feature_importances": {k: round(v, 6) for k, v in importances},
+    }
+    metadata = {
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data_source": data.source,
+        "data_sha256": data.sha256,
+        "rows": int(y.size),
+        "frauds": int(y.sum()),
+        "metrics": metrics,
+        "thresholds": thresholds.as_dict(),
+        "hyperparameters": {k: "none" if v is None else v for k, v in cfg.__dict__.items()},
+        "versions": _versions(),
+    }
+    skops_buf = io.BytesIO()
+    sio.dump(forest, skops_buf)
+    tag = artifact.register(
+        {artifact.ONNX_FILE: onnx_bytes, artifact.SKOPS_FILE: skops_buf.getvalue(),
+         artifact.SERVING_FILE: json.dumps(serving, indent=1).encode()},
+        metadata,
+        labels={"framework": "scikit-learn", "engine": "onnxruntime", "stage": "dev"},
+    )
+    return TrainResult(tag, metrics, thresholds)

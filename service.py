@@ -1,0 +1,64 @@
+"""The fraud-scoring BentoML service: HTTP edge only; the work lives in ``fraudscore``.
+
+    bentoml serve service:FraudScorer       # or: make serve
+
+Request path: ApiKeyMiddleware (authenticate) -> RequestGuard (ready? JSON? size?) -> pydantic
+schema (validate) -> ScoringPipeline (score, decide, metrics) -> response.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import bentoml
+from pydantic import Field
+
+from fraudscore import logs, routes
+from fraudscore.auth import ApiKeyMiddleware
+from fraudscore.edge import RequestGuard
+from fraudscore.schemas import FraudScoreOut, TransactionIn
+from fraudscore.scoring import ScoringPipeline
+from fraudscore.settings import get_settings
+
+logs.install()
+_settings = get_settings()  # decorator arguments below are fixed when the class is defined
+
+
+def _pipeline() -> ScoringPipeline:
+    return bentoml.get_current_service().pipeline
+
+
+@bentoml.asgi_app(routes.build_app(_pipeline), path="/")
+@bentoml.service(name="fraud_scorer")
+class FraudScorer:
+    """Real-time credit-card fraud scoring."""
+
+    def __init__(self) -> None:
+        settings = get_settings()
+        settings.resolved_api_keys()  # fail closed: no key, no service
+        self.pipeline = ScoringPipeline.load(settings)
+
+    def __is_ready__(self) -> bool:
+        return self.pipeline.ready
+
+    @bentoml.api(route="/fraud_score")
+    async def fraud_score(self, transaction: TransactionIn, /) -> FraudScoreOut:
+        """Score one transaction: a 0-100 score, the probability, and approve / review / block."""
+        (verdict,) = self.pipeline.scorer.score([transaction])
+        return verdict
+
+    @bentoml.api(route="/fraud_score/batch", batchable=_settings.adaptive_batching,
+                 max_batch_size=4 * _settings.batch_max_items, max_latency_ms=30_000)
+    def fraud_score_batch(
+        self,
+        transactions: Annotated[list[TransactionIn], Field(min_length=1, max_length=_settings.batch_max_items)],
+        /,
+    ) -> list[FraudScoreOut]:
+        """Score many transactions (a JSON array, up to FRAUD_BATCH_MAX_ITEMS); results in input
+        order, each identical to scoring that transaction alone."""
+        return self.pipeline.scorer.score(transactions)
+
+
+# The first middleware added is the outermost: authenticate before anything else.
+FraudScorer.add_asgi_middleware(ApiKeyMiddleware)
+FraudScorer.add_asgi_middleware(RequestGuard, unavailable_reason=lambda: _pipeline().unavailable_reason)
