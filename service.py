@@ -18,7 +18,7 @@ from fraudscore.auth import ApiKeyMiddleware
 from fraudscore.edge import RequestGuard
 from fraudscore.schemas import FraudScoreOut, TransactionIn
 from fraudscore.scoring import ScoringPipeline
-from fraudscore.settings import get_settings
+from fraudscore.settings import ConfigError, get_settings
 
 logs.install()
 _settings = get_settings()  # decorator arguments below are fixed when the class is defined
@@ -29,14 +29,20 @@ def _pipeline() -> ScoringPipeline:
 
 
 @bentoml.asgi_app(routes.build_app(_pipeline), path="/")
-@bentoml.service(name="fraud_scorer")
+@bentoml.service
 class FraudScorer:
     """Real-time credit-card fraud scoring."""
 
+    @bentoml.on_deployment
+    def check_configuration() -> None:
+        """Runs once in `bentoml serve`'s main process, before any worker: no key, no service."""
+        try:
+            get_settings().resolved_api_keys()
+        except ConfigError as exc:
+            raise SystemExit(f"error: {exc}") from None
+
     def __init__(self) -> None:
-        settings = get_settings()
-        settings.resolved_api_keys()  # fail closed: no key, no service
-        self.pipeline = ScoringPipeline.load(settings)
+        self.pipeline = ScoringPipeline.load(get_settings())
 
     def __is_ready__(self) -> bool:
         return self.pipeline.ready

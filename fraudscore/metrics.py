@@ -1,33 +1,38 @@
-"""Every custom Prometheus metric, in one place. BentoML exposes them on ``/metrics`` with its own
-request metrics (``bentoml_service_request_*``, ``bentoml_service_adaptive_batch_size``)."""
+"""Every custom Prometheus metric, in one place.
+
+Plain ``prometheus_client`` (BentoML 1.4 deprecates ``bentoml.metrics``): in a worker of
+``bentoml serve`` PROMETHEUS_MULTIPROC_DIR is set, so these land in the multiprocess directory and
+``/metrics`` serves them beside BentoML's own (``bentoml_service_request_*``,
+``bentoml_service_adaptive_batch_size``).
+"""
 
 from __future__ import annotations
 
-import bentoml
+from prometheus_client import Counter, Histogram
 
-DECISIONS = bentoml.metrics.Counter(
+DECISIONS = Counter(
     name="fraud_decisions",
     documentation="Scored transactions by decision",
     labelnames=["decision", "model_version"],
 )
-SCORES = bentoml.metrics.Histogram(
+SCORES = Histogram(
     name="fraud_score",
     documentation="Distribution of the 0-100 fraud score (drift shows here first)",
     labelnames=["model_version"],
     buckets=(1, 2, 5, 10, 20, 30, 50, 70, 90, 100),
 )
-INFERENCE_SECONDS = bentoml.metrics.Histogram(
+INFERENCE_SECONDS = Histogram(
     name="fraud_model_inference_seconds",
     documentation="Time spent in the ONNX model per call (one call scores one or many rows)",
     labelnames=["model_version"],
     buckets=(0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05),
 )
-OUT_OF_RANGE = bentoml.metrics.Counter(
+OUT_OF_RANGE = Counter(
     name="fraud_feature_out_of_range",
     documentation="Feature values outside the 0.1%-99.9% range seen in training (OOD signal)",
     labelnames=["feature", "model_version"],
 )
-REJECTED = bentoml.metrics.Counter(
+REJECTED = Counter(
     name="fraud_requests_rejected",
     documentation="Requests refused at the edge, by reason",
     labelnames=["reason"],

@@ -20,7 +20,8 @@ from .schemas import FraudScoreOut, ModelInfoOut, TransactionIn
 from .settings import ConfigError, Settings
 from .thresholds import Thresholds, to_scores
 
-log = logging.getLogger("fraudscore")
+# A child of "bentoml" so `bentoml serve` prints it with its own lines.
+log = logging.getLogger("bentoml.fraudscore")
 
 
 class ModelUnavailable(RuntimeError):

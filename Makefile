@@ -1,0 +1,58 @@
+# One command per task; CI runs the same ones (.ci/run -> make test).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+UV_VERSION := 0.13.8
+UV := .tools/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 3000
+HOST ?= 127.0.0.1
+
+export BENTOML_DO_NOT_TRACK := True
+export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: serve train test test-fast build lint requirements clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+# The environment, exactly as the lock file says (training extras and dev tools included).
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --all-extras --python "$(PYTHON)"
+	@touch $@
+
+## serve: train a default model if the store has none, then serve on http://$(HOST):$(PORT)
+serve: $(VENV)/.synced
+	@$(BIN)/python -m fraudscore.devtools ensure-key
+	@$(BIN)/python -m fraudscore.devtools has-model || $(BIN)/python train.py
+	$(BIN)/bentoml serve service:FraudScorer --host "$(HOST)" --port "$(PORT)"
+
+## train: train on the generated stand-in (ARGS="--data creditcard.csv" for the real file)
+train: $(VENV)/.synced
+	$(BIN)/python train.py $(ARGS)
+
+## test: the whole suite (unit, in-process HTTP, real `bentoml serve` processes)
+test: $(VENV)/.synced
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## test-fast: unit and in-process HTTP tests only
+test-fast: $(VENV)/.synced
+	$(BIN)/python -m pytest -m "not process" $(PYTEST_ARGS)
+
+## build: the bento (service, package, model, configuration; no secrets)
+build: $(VENV)/.synced requirements.txt
+	@$(BIN)/python -m fraudscore.devtools has-model || $(BIN)/python train.py
+	$(BIN)/bentoml build
+
+## requirements: the bento's pinned serving requirements, exported from uv.lock
+requirements.txt: uv.lock | $(UV)
+	$(UV) export --frozen --no-dev --no-hashes --no-emit-project --format requirements-txt -o $@ --quiet
+requirements: requirements.txt
+
+lint: $(VENV)/.synced
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf .venv .tools .pytest_cache results

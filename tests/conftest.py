@@ -1,0 +1,52 @@
+"""Test environment: a private BentoML home and model store, a known key, no .env file.
+
+Everything here is set before BentoML is imported, so no test touches the user's store.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_HOME = Path(tempfile.mkdtemp(prefix="fraudscore-tests-"))
+os.environ.update({
+    "BENTOML_HOME": str(_HOME / "bentoml"),
+    "BENTOML_DO_NOT_TRACK": "True",
+    "PROMETHEUS_MULTIPROC_DIR": str(_HOME / "prometheus"),
+    "FRAUD_ENV_FILE": "",
+    "FRAUD_API_KEYS": "test-key-0123456789abcdef,second-key-0123456789abcdef",
+    "API_KEY": "legacy-key-0123456789abcdef",
+})
+for var in ("FRAUD_API_KEYS_FILE", "FRAUD_MODEL_TAG", "FRAUD_DECISION_THRESHOLD",
+            "FRAUD_REVIEW_THRESHOLD", "FRAUD_BATCH_MAX_ITEMS", "FRAUD_MAX_BODY_BYTES",
+            "FRAUD_ADAPTIVE_BATCHING", "FRAUD_DOCS_PUBLIC", "BENTOML_CONFIG"):
+    os.environ.pop(var, None)
+(_HOME / "prometheus").mkdir()
+
+import pytest  # noqa: E402
+
+from fraudscore.data import generate  # noqa: E402
+from fraudscore.features import FEATURES  # noqa: E402
+from fraudscore.training import TrainConfig, TrainResult, train  # noqa: E402
+
+KEY = "test-key-0123456789abcdef"
+SECOND_KEY = "second-key-0123456789abcdef"
+LEGACY_KEY = "legacy-key-0123456789abcdef"
+TINY = TrainConfig(n_estimators=12, n_jobs=1, seed=7)
+
+
+@pytest.fixture(scope="session")
+def trained() -> TrainResult:
+    """A tiny model, registered once per session in the private store (becomes :latest)."""
+    return train(generate(20_000, seed=7), TINY, progress=False, log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def stand_in():
+    return generate(20_000, seed=7)
+
+
+def tx_body(dataset, i: int, **extra) -> dict:
+    """Row ``i`` of a dataset as a request body."""
+    return {**{f: float(v) for f, v in zip(FEATURES, dataset.X[i], strict=True)}, **extra}

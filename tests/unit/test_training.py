@@ -1,0 +1,109 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import bentoml
+import numpy as np
+import pytest
+
+from fraudscore import artifact
+from fraudscore.data import generate, write_csv
+from fraudscore.features import FEATURES
+from fraudscore.model import OnnxForest
+from fraudscore.training import PARITY_TOLERANCE, ParityError, train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _count_models() -> int:
+    return len(bentoml.models.list(artifact.MODEL_NAME))
+
+
+def test_training_registers_one_complete_entry(trained):
+    model = bentoml.models.get(trained.tag)
+    files = {p.name for p in Path(model.path).iterdir()}
+    assert {artifact.ONNX_FILE, artifact.SKOPS_FILE, artifact.SERVING_FILE} <= files
+    meta = model.info.metadata
+    for key in ("trained_at", "data_source", "data_sha256", "metrics", "thresholds", "versions", "checksums"):
+        assert key in meta
+    assert set(meta["metrics"]) >= {"auprc", "roc_auc", "precision_at_threshold", "recall_at_threshold"}
+    assert meta["versions"]["scikit-learn"] and meta["versions"]["onnxruntime"]
+    loaded = artifact.load(trained.tag)
+    assert loaded.serving["features"] == list(FEATURES)
+    assert set(loaded.serving["feature_stats"]["V14"]) >= {"mean", "std", "quantiles", "decile_edges"}
+    assert 1 <= loaded.serving["thresholds"]["review"] <= loaded.serving["thresholds"]["block"] <= 100
+
+
+def test_onnx_matches_scikit_learn_within_tolerance(trained, stand_in):
+    import skops.io as sio
+
+    model = bentoml.models.get(trained.tag)
+    path = Path(model.path) / artifact.SKOPS_FILE
+    forest = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+    onnx = OnnxForest((Path(model.path) / artifact.ONNX_FILE).read_bytes())
+    diff = np.abs(forest.predict_proba(stand_in.X)[:, 1] - onnx.predict_proba(stand_in.X))
+    assert diff.max() <= PARITY_TOLERANCE
+    assert trained.metrics["onnx_max_abs_diff"] <= PARITY_TOLERANCE
+
+
+def test_a_model_failing_parity_is_not_registered(monkeypatch):
+    before = _count_models()
+    monkeypatch.setattr("fraudscore.training.PARITY_TOLERANCE", -1.0)  # nothing can pass
+    with pytest.raises(ParityError):
+        train(generate(5_000, seed=3), progress=False, log=lambda *_: None,
+              cfg=__import__("fraudscore.training", fromlist=["TrainConfig"]).TrainConfig(n_estimators=3, n_jobs=1))
+    assert _count_models() == before
+
+
+def test_checksum_mismatch_and_missing_files_are_detected(trained, tmp_path):
+    model = bentoml.models.get(trained.tag)
+    onnx = Path(model.path) / artifact.ONNX_FILE
+    original = onnx.read_bytes()
+    try:
+        onnx.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        with pytest.raises(artifact.ArtifactError, match="checksum mismatch for model.onnx"):
+            artifact.load(trained.tag)
+        onnx.unlink()
+        with pytest.raises(artifact.ArtifactError, match="missing model.onnx"):
+            artifact.load(trained.tag)
+    finally:
+        onnx.write_bytes(original)
+    with pytest.raises(artifact.ArtifactError, match="not in the model store"):
+        artifact.load("fraud_detector:doesnotexist")
+
+
+def _train_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), "--quiet", *args],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def test_cli_trains_on_a_real_format_csv_and_reports(tmp_path):
+    path = tmp_path / "creditcard.csv"
+    write_csv(generate(8_000, seed=5), path)
+    before = _count_models()
+    done = _train_cli("--data", str(path), "--trees", "5", "--jobs", "1")
+    assert done.returncode == 0, done.stderr
+    assert "registered fraud_detector:" in done.stdout and "auprc" in done.stdout
+    assert _count_models() == before + 1
+    tag = done.stdout.split("registered ")[1].split()[0]
+    assert bentoml.models.get(tag).info.metadata["data_source"] == "file creditcard.csv"
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "cannot read"),
+    ('"Time","V1"\n1,2\n', "wrong columns"),
+])
+def test_cli_refuses_bad_files_and_registers_nothing(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    if content is not None:
+        path.write_text(content)
+    before = _count_models()
+    done = _train_cli("--data", str(path))
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert _count_models() == before
+
+
+def test_cli_rejects_bad_options():
+    done = _train_cli("--trees", "0")
+    assert done.returncode == 2 and "--trees" in done.stderr
