@@ -58,10 +58,9 @@ class FraudScorer:
     def fraud_score_batch(
         self,
         transactions: Annotated[list[TransactionIn], Field(min_length=1, max_length=_settings.batch_max_items)],
-        /,
     ) -> list[FraudScoreOut]:
-        """Score many transactions (a JSON array, up to FRAUD_BATCH_MAX_ITEMS); results in input
-        order, each identical to scoring that transaction alone."""
+        """Score many transactions, `{"transactions": [...]}` (up to FRAUD_BATCH_MAX_ITEMS); the
+        answer is a list in input order, each item identical to scoring that transaction alone."""
         return self.pipeline.scorer.score(transactions)
 
 

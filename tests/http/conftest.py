@@ -1,0 +1,33 @@
+"""In-process HTTP tier: the service's real ASGI app (all middleware, lifespan, __init__)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.conftest import KEY
+
+
+@pytest.fixture(scope="session")
+def app_client(trained):
+    # Built once per process: BentoML registers its metrics when the app is built.
+    os.environ["FRAUD_MODEL_TAG"] = trained.tag  # pin: other tests register newer models
+    from fraudscore.settings import get_settings
+
+    get_settings.cache_clear()
+    from service import FraudScorer
+
+    with TestClient(FraudScorer.to_asgi(), raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+def client(app_client):
+    return app_client
+
+
+@pytest.fixture
+def auth():
+    return {"X-API-Key": KEY}

@@ -1,0 +1,136 @@
+import pytest
+
+from tests.conftest import LEGACY_KEY, SECOND_KEY, tx_body
+
+NATIVE_FIELDS = {"fraud_score", "fraud_probability", "is_fraud", "decision", "threshold", "model_version"}
+
+
+def test_scores_one_transaction(client, auth, stand_in, trained):
+    r = client.post("/fraud_score", json=tx_body(stand_in, 0), headers=auth)
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == NATIVE_FIELDS  # no transaction_id when none was given
+    assert 0 <= body["fraud_score"] <= 100 and isinstance(body["fraud_score"], int)
+    assert body["model_version"] == trained.tag
+    assert body["threshold"] == trained.thresholds.block
+
+
+def test_echoes_the_transaction_id(client, auth, stand_in):
+    r = client.post("/fraud_score", json=tx_body(stand_in, 1, transaction_id="tx-42"), headers=auth)
+    assert r.status_code == 200 and r.json()["transaction_id"] == "tx-42"
+
+
+def test_decisions_follow_the_trained_thresholds(client, auth, stand_in, trained):
+    frauds = [i for i in range(len(stand_in.y)) if stand_in.y[i] == 1][:20]
+    rows = [tx_body(stand_in, i) for i in frauds + list(range(40))]
+    r = client.post("/fraud_score/batch", json={"transactions": rows}, headers=auth)
+    assert r.status_code == 200
+    th = trained.thresholds
+    seen = set()
+    for v in r.json():
+        expected = "block" if v["fraud_score"] >= th.block else (
+            "review" if v["fraud_score"] >= th.review else "approve")
+        assert v["decision"] == expected and v["is_fraud"] == (v["fraud_score"] >= th.block)
+        seen.add(v["decision"])
+    assert {"approve", "block"} <= seen  # known frauds of the training data are caught
+
+
+def test_batch_keeps_order_and_equals_single_scoring(client, auth, stand_in):
+    rows = [tx_body(stand_in, i, transaction_id=f"t{i}") for i in range(0, 3000, 30)]
+    rows += [tx_body(stand_in, i, transaction_id=f"f{i}") for i in range(len(stand_in.y)) if stand_in.y[i]]
+    batch = client.post("/fraud_score/batch", json={"transactions": rows}, headers=auth)
+    assert batch.status_code == 200
+    results = batch.json()
+    assert [v["transaction_id"] for v in results] == [r["transaction_id"] for r in rows]
+    for row, verdict in list(zip(rows, results, strict=True))[::7]:
+        single = client.post("/fraud_score", json=row, headers=auth).json()
+        assert single == verdict
+
+
+@pytest.mark.parametrize("size", [0, 1001])
+def test_batch_size_outside_1_to_cap_is_refused(client, auth, stand_in, size):
+    rows = [tx_body(stand_in, 0)] * size
+    r = client.post("/fraud_score/batch", json={"transactions": rows}, headers=auth)
+    assert r.status_code == 400
+    assert "at least 1" in r.text or "at most 1000" in r.text
+
+
+def test_batch_at_the_cap_is_accepted(client, auth, stand_in):
+    r = client.post("/fraud_score/batch", json={"transactions": [tx_body(stand_in, 5)] * 1000}, headers=auth)
+    assert r.status_code == 200 and len(r.json()) == 1000
+
+
+def test_legacy_route_answers_exactly_like_the_fastapi_service(client, auth, stand_in):
+    body = tx_body(stand_in, 3)
+    native = client.post("/fraud_score", json=body, headers=auth).json()
+    r = client.post("/v1/fraud-score", json={**body, "merchant": "ignored as FastAPI did"}, headers=auth)
+    assert r.status_code == 200
+    assert r.json() == {"fraud-score": native["fraud_score"], "is-fraud": native["is_fraud"],
+                        "model-version": native["model_version"]}
+
+
+def test_legacy_route_invalid_body_is_422_fastapi_style(client, auth, stand_in):
+    body = tx_body(stand_in, 3)
+    del body["V7"]
+    r = client.post("/v1/fraud-score", json=body, headers=auth)
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["body", "V7"]
+    r = client.post("/v1/fraud-score", content=b"{", headers={**auth, "content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_model_info(client, auth, trained):
+    r = client.get("/model_info", headers=auth)
+    assert r.status_code == 200
+    info = r.json()
+    assert info["tag"] == trained.tag
+    assert info["thresholds"] == trained.thresholds.as_dict()
+    assert info["thresholds_source"] == {"block": "model", "review": "model"}
+    assert info["metrics"]["auprc"] == trained.metrics["auprc"]
+    assert len(info["top_feature_importances"]) == 10 and "onnxruntime" in info["versions"]
+    assert info["data_source"].startswith("generated stand-in")
+    assert client.get("/model_info").status_code == 403
+
+
+@pytest.mark.parametrize("headers", [
+    {"X-API-Key": SECOND_KEY}, {"X-API-Key": LEGACY_KEY}, {"Authorization": f"Bearer {SECOND_KEY}"},
+    {"authorization": f"bearer {LEGACY_KEY}"},
+])
+def test_every_configured_key_works_in_both_headers(client, stand_in, headers):
+    assert client.post("/fraud_score", json=tx_body(stand_in, 0), headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/fraud_score", "/fraud_score/batch", "/v1/fraud-score"])
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong-key-0123456789abcdef"},
+                                     {"Authorization": "Basic dGVzdA=="}, {"X-API-Key": ""}])
+def test_missing_or_wrong_key_is_403(client, stand_in, path, headers):
+    r = client.post(path, json=tx_body(stand_in, 0), headers=headers)
+    assert r.status_code == 403
+    assert "detail" in r.json()
+
+
+def test_key_is_checked_before_the_body_is_read(client):
+    # an oversized, malformed body without a key: refused for the key, not for the body
+    r = client.post("/v1/fraud-score", content=b"x" * (3 * 1024 * 1024),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 403 and r.json() == {"detail": "Not authenticated"}
+
+
+@pytest.mark.parametrize("path", ["/livez", "/readyz", "/healthz", "/metrics"])
+def test_probes_and_metrics_need_no_key(client, path):
+    assert client.get(path).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/", "/docs.json", "/schema.json"])
+def test_docs_are_not_public_by_default(client, auth, path):
+    assert client.get(path).status_code == 403
+    assert client.get(path, headers=auth).status_code == 200
+
+
+def test_metrics_count_decisions_and_rejections(client, auth, stand_in, trained):
+    client.post("/fraud_score", json=tx_body(stand_in, 0), headers=auth)
+    client.post("/fraud_score", json=tx_body(stand_in, 0))
+    text = client.get("/metrics").text
+    assert f'fraud_decisions_total{{decision="approve",model_version="{trained.tag}"}}' in text
+    assert 'fraud_requests_rejected_total{reason="auth_missing"}' in text
+    assert "fraud_model_inference_seconds_bucket" in text and "fraud_score_bucket" in text
