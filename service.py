@@ -57,7 +57,9 @@ class FraudScorer:
                  max_batch_size=4 * _settings.batch_max_items, max_latency_ms=30_000)
     def fraud_score_batch(
         self,
-        transactions: Annotated[list[TransactionIn], Field(min_length=1, max_length=_settings.batch_max_items)],
+        transactions: Annotated[
+            list[TransactionIn], Field(min_length=1, max_length=_settings.batch_max_items)
+        ],
     ) -> list[FraudScoreOut]:
         """Score many transactions, `{"transactions": [...]}` (up to FRAUD_BATCH_MAX_ITEMS); the
         answer is a list in input order, each item identical to scoring that transaction alone."""

@@ -36,8 +36,8 @@ _V_STATS = np.array([
     (0.000, 0.076, 0.547, 0.330),
 ])
 _T_DOF = 4.0  # Student-t degrees of freedom: heavy tails (kurtosis far above a Gaussian's)
-_HARD_FRAUD_SHARE = 0.15  # frauds that barely differ from legitimate traffic
-_HARD_FRAUD_SHIFT = 0.12  # ... carrying this fraction of the fraud mean shift
+_HARD_FRAUD_SHARE = 0.2  # frauds that barely differ from legitimate traffic
+_HARD_FRAUD_SHIFT = 0.3  # ... carrying this fraction of the fraud mean shift
 
 
 class DataError(ValueError):

@@ -95,7 +95,7 @@ class Scorer:
         return out
 
     def _record_out_of_range(self, X: np.ndarray) -> None:
-        outside = ((X < self._low) | (X > self._high)).sum(axis=0)
+        outside = ((self._low > X) | (self._high < X)).sum(axis=0)
         for j in np.flatnonzero(outside):
             metrics.OUT_OF_RANGE.labels(feature=FEATURES[j], model_version=self.version).inc(
                 int(outside[j]))

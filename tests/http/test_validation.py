@@ -103,7 +103,8 @@ def test_oversized_body_is_413(client, auth, path):
 def test_charset_and_json_suffix_types_are_accepted(client, auth, stand_in):
     body = json.dumps(tx_body(stand_in, 0))
     for ctype in ("application/json; charset=utf-8", "application/problem+json"):
-        assert client.post("/fraud_score", content=body, headers={**auth, "content-type": ctype}).status_code == 200
+        r = client.post("/fraud_score", content=body, headers={**auth, "content-type": ctype})
+        assert r.status_code == 200
 
 
 _json_values = st.recursive(

@@ -10,7 +10,7 @@ from fraudscore import artifact
 from fraudscore.data import generate, write_csv
 from fraudscore.features import FEATURES
 from fraudscore.model import OnnxForest
-from fraudscore.training import PARITY_TOLERANCE, ParityError, train
+from fraudscore.training import PARITY_TOLERANCE, ParityError, TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,7 +51,7 @@ def test_a_model_failing_parity_is_not_registered(monkeypatch):
     monkeypatch.setattr("fraudscore.training.PARITY_TOLERANCE", -1.0)  # nothing can pass
     with pytest.raises(ParityError):
         train(generate(5_000, seed=3), progress=False, log=lambda *_: None,
-              cfg=__import__("fraudscore.training", fromlist=["TrainConfig"]).TrainConfig(n_estimators=3, n_jobs=1))
+              cfg=TrainConfig(n_estimators=3, n_jobs=1))
     assert _count_models() == before
 
 
