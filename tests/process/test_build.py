@@ -1,0 +1,36 @@
+"""`bentoml build` (what `make build` runs): a bento with the model and no secret."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import KEY, LEGACY_KEY, SECOND_KEY
+
+pytestmark = pytest.mark.process
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bento_carries_service_model_and_configuration_but_no_secret(trained, tmp_path):
+    env = {**os.environ, "FRAUD_MODEL_TAG": trained.tag}
+    done = subprocess.run([str(ROOT / ".venv/bin/bentoml"), "build", "--output", "tag"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    tag = done.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    name, version = tag.split(":")
+    bento = Path(os.environ["BENTOML_HOME"]) / "bentos" / name / version
+    info = yaml.safe_load((bento / "bento.yaml").read_text())
+    assert [m["tag"] for m in info["models"]] == [trained.tag]
+    src = {p.relative_to(bento / "src").as_posix() for p in (bento / "src").rglob("*") if p.is_file()}
+    assert {"service.py", "configuration.yaml", "fraudscore/scoring.py"} <= src
+    assert not any(p.startswith(("tests/", ".venv/")) or p.endswith(".env") for p in src)
+    requirements = (bento / "env/python/requirements.txt").read_text()
+    assert "onnxruntime==" in requirements and "pytest" not in requirements
+    for path in bento.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for secret in (KEY, SECOND_KEY, LEGACY_KEY):
+                assert secret.encode() not in data, f"{secret} found in {path}"
+    assert not any(e["name"] in ("FRAUD_API_KEYS", "API_KEY") for e in info.get("envs", []))
