@@ -110,7 +110,8 @@ def main() -> None:
                 rows.append((mode, size, res))
         finally:
             stop(proc)
-    print(f"\n/fraud_score/batch, {args.concurrency} concurrent keep-alive clients, {args.seconds:g} s each\n")
+    print(f"\n/fraud_score/batch, {args.concurrency} concurrent keep-alive clients, "
+          f"{args.seconds:g} s each\n")
     print("| adaptive batching | rows/request | req/s | transactions/s | p50 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|---|")
     for mode, size, r in rows:
