@@ -81,10 +81,10 @@ class Scorer:
             time.perf_counter() - started)
         self._record_out_of_range(X)
         scores = to_scores(proba)
-        block, review = self.thresholds.block, self.thresholds.review
+        block = self.thresholds.block
         out = []
         for tx, p, s in zip(transactions, proba.tolist(), scores.tolist(), strict=True):
-            decision = "block" if s >= block else "review" if s >= review else "approve"
+            decision = self.thresholds.decide(s)
             out.append(FraudScoreOut(
                 fraud_score=s, fraud_probability=round(p, 6), is_fraud=s >= block,
                 decision=decision, threshold=block, model_version=self.version,
