@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     batch_max_items: Annotated[int, Field(ge=1, le=100_000)] = 1_000
     max_body_bytes: Annotated[int, Field(ge=1_024)] = 2 * 1024 * 1024
     docs_public: bool = False
-    adaptive_batching: bool = False
+    adaptive_batching: bool = True
 
     @field_validator("api_keys", mode="before")
     @classmethod
