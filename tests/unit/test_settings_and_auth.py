@@ -61,3 +61,28 @@ def test_key_check_accepts_every_configured_key_and_nothing_else():
     assert not check(b"first-key-012345678") and not check(b"") and not check(b"FIRST-KEY-0123456789")
     with pytest.raises(ValueError):
         ApiKeyCheck([])
+
+
+def _protected_app(**kwargs):
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from fraudscore.auth import ApiKeyMiddleware
+
+    async def ok(_):
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route(p, ok) for p in ("/", "/docs.json", "/readyz", "/fraud_score")])
+    return ApiKeyMiddleware(app, check=ApiKeyCheck([b"k" * 20]), **kwargs)
+
+
+@pytest.mark.parametrize(("docs_public", "expected"), [(False, 403), (True, 200)])
+def test_docs_ui_is_public_only_when_configured(docs_public, expected):
+    from starlette.testclient import TestClient
+
+    with TestClient(_protected_app(docs_public=docs_public)) as c:
+        assert c.get("/").status_code == expected and c.get("/docs.json").status_code == expected
+        assert c.get("/readyz").status_code == 200
+        assert c.get("/fraud_score").status_code == 403  # scoring never follows the docs flag
+        assert c.get("/fraud_score", headers={"X-API-Key": "k" * 20}).status_code == 200
