@@ -8,15 +8,12 @@ schema (validate) -> ScoringPipeline (score, decide, metrics) -> response.
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import bentoml
-from pydantic import Field
 
 from fraudscore import logs, routes
 from fraudscore.auth import ApiKeyMiddleware
 from fraudscore.edge import RequestGuard
-from fraudscore.schemas import FraudScoreOut, TransactionIn
+from fraudscore.schemas import FraudScoreOut, TransactionIn, batch_request_model
 from fraudscore.scoring import ScoringPipeline
 from fraudscore.settings import ConfigError, get_settings
 
@@ -53,14 +50,10 @@ class FraudScorer:
         (verdict,) = self.pipeline.scorer.score([transaction])
         return verdict
 
-    @bentoml.api(route="/fraud_score/batch", batchable=_settings.adaptive_batching,
-                 max_batch_size=4 * _settings.batch_max_items, max_latency_ms=30_000)
-    def fraud_score_batch(
-        self,
-        transactions: Annotated[
-            list[TransactionIn], Field(min_length=1, max_length=_settings.batch_max_items)
-        ],
-    ) -> list[FraudScoreOut]:
+    @bentoml.api(route="/fraud_score/batch", input_spec=batch_request_model(_settings.batch_max_items),
+                 batchable=_settings.adaptive_batching, max_batch_size=4 * _settings.batch_max_items,
+                 max_latency_ms=30_000)
+    def fraud_score_batch(self, transactions: list[TransactionIn]) -> list[FraudScoreOut]:
         """Score many transactions, `{"transactions": [...]}` (up to FRAUD_BATCH_MAX_ITEMS); the
         answer is a list in input order, each item identical to scoring that transaction alone."""
         return self.pipeline.scorer.score(transactions)

@@ -41,12 +41,14 @@ class ApiKeyCheck:
 
 
 def _presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The key the caller sent: X-API-Key if present, else a Bearer token (whatever the order)."""
+    bearer = None
     for name, value in headers:
         if name == b"x-api-key":
             return value.strip()
-        if name == b"authorization" and value[:7].lower() == b"bearer ":
-            return value[7:].strip()
-    return None
+        if name == b"authorization" and bearer is None and value[:7].lower() == b"bearer ":
+            bearer = value[7:].strip()
+    return bearer
 
 
 class ApiKeyMiddleware:

@@ -50,6 +50,16 @@ class LegacyTransactionIn(TransactionIn):
     model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore", frozen=True)
 
 
+def batch_request_model(max_items: int) -> type[BaseModel]:
+    """``{"transactions": [...]}`` with 1 to ``max_items`` items and no other field."""
+    return create_model(
+        "BatchRequestIn",
+        __config__=ConfigDict(strict=True, extra="forbid", frozen=True),
+        __doc__="Transactions to score in one request; answered in the same order.",
+        transactions=(Annotated[list[TransactionIn], Field(min_length=1, max_length=max_items)], ...),
+    )
+
+
 Decision = Literal["approve", "review", "block"]
 
 

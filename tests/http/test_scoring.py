@@ -134,3 +134,16 @@ def test_metrics_count_decisions_and_rejections(client, auth, stand_in, trained)
     assert f'fraud_decisions_total{{decision="approve",model_version="{trained.tag}"}}' in text
     assert 'fraud_requests_rejected_total{reason="auth_missing"}' in text
     assert "fraud_model_inference_seconds_bucket" in text and "fraud_score_bucket" in text
+
+
+def test_x_api_key_wins_over_bearer_whatever_the_header_order(client, stand_in):
+    from tests.conftest import KEY
+
+    body = tx_body(stand_in, 0)
+    wrong = "wrong-key-0123456789abcdef"
+    for headers in ([("X-API-Key", wrong), ("Authorization", f"Bearer {KEY}")],
+                    [("Authorization", f"Bearer {KEY}"), ("X-API-Key", wrong)]):
+        assert client.post("/fraud_score", json=body, headers=headers).status_code == 403
+    for headers in ([("X-API-Key", KEY), ("Authorization", f"Bearer {wrong}")],
+                    [("Authorization", f"Bearer {wrong}"), ("X-API-Key", KEY)]):
+        assert client.post("/fraud_score", json=body, headers=headers).status_code == 200

@@ -138,3 +138,10 @@ def test_fuzzed_bytes_never_cause_a_server_error(client, auth, raw):
     for path in ("/fraud_score", "/fraud_score/batch", "/v1/fraud-score"):
         r = client.post(path, content=raw, headers={**auth, **JSON})
         assert r.status_code in (400, 422), (path, raw, r.status_code, r.text)
+
+
+def test_batch_body_allows_no_other_field(client, auth, stand_in):
+    r = client.post("/fraud_score/batch", json={"transactions": [tx_body(stand_in, 0)], "x": 1}, headers=auth)
+    assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["x"]
+    r = client.post("/fraud_score/batch", json=[tx_body(stand_in, 0)], headers=auth)
+    assert r.status_code == 400
