@@ -1,8 +1,8 @@
 """The service as users run it: `bentoml serve service:FraudScorer` with configuration.yaml.
 
 One healthy server (2 workers) serves the whole `TestHealthyServer` class and is stopped when the
-class ends; the failure cases (test_unavailable.py) start their own servers one at a time (a second `bentoml serve`
-on the same BENTOML_HOME would wipe the first one's metrics).
+class ends; the failure cases (test_unavailable.py) start their own servers one at a time (a second
+`bentoml serve` on the same BENTOML_HOME would wipe the first one's metrics).
 """
 
 from __future__ import annotations
