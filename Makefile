@@ -11,6 +11,8 @@ HOST ?= 127.0.0.1
 export BENTOML_DO_NOT_TRACK := True
 export BENTOML_CONFIG := $(CURDIR)/configuration.yaml
 export UV_PYTHON_DOWNLOADS := never
+# use the machine's CA store (a TLS-inspecting proxy adds its own CA there)
+export UV_SYSTEM_CERTS := true
 
 .PHONY: serve train test test-fast build lint requirements clean
 
