@@ -1,6 +1,6 @@
 """The fraud-scoring BentoML service: HTTP edge only; the work lives in ``fraudscore``.
 
-    bentoml serve service:FraudScorer       # or: make serve
+    BENTOML_CONFIG=configuration.yaml bentoml serve service:FraudScorer    # or: make serve
 
 Request path: ApiKeyMiddleware (authenticate) -> RequestGuard (ready? JSON? size?) -> pydantic
 schema (validate) -> ScoringPipeline (score, decide, metrics) -> response.
@@ -14,7 +14,7 @@ from fraudscore import logs, routes
 from fraudscore.auth import ApiKeyMiddleware
 from fraudscore.edge import RequestGuard
 from fraudscore.schemas import FraudScoreOut, TransactionIn, batch_request_model
-from fraudscore.scoring import ScoringPipeline
+from fraudscore.scoring import ScoringPipeline, check_configuration
 from fraudscore.settings import ConfigError, get_settings
 
 logs.install()
@@ -32,9 +32,10 @@ class FraudScorer:
 
     @bentoml.on_deployment
     def check_configuration() -> None:
-        """Runs once in `bentoml serve`'s main process, before any worker: no key, no service."""
+        """Runs once in `bentoml serve`'s main process, before any worker: a bad setting stops
+        the server here instead of making every worker fail and restart."""
         try:
-            get_settings().resolved_api_keys()
+            check_configuration(get_settings())
         except ConfigError as exc:
             raise SystemExit(f"error: {exc}") from None
 

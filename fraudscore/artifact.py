@@ -85,14 +85,17 @@ def load(tag: str) -> LoadedArtifact:
     checksums = metadata.get("checksums")
     if metadata.get("format_version") != FORMAT_VERSION or not isinstance(checksums, dict):
         raise ArtifactError(f"model {model.tag} was not written by this project's train.py")
+    verified = {}
     for name in (ONNX_FILE, SERVING_FILE):
-        file = root / name
-        if not file.is_file():
-            raise ArtifactError(f"model {model.tag} is missing {name}")
-        if sha256_file(file) != checksums.get(name):
+        try:
+            data = (root / name).read_bytes()  # the bytes checked are the bytes used
+        except OSError:
+            raise ArtifactError(f"model {model.tag} is missing {name}") from None
+        if hashlib.sha256(data).hexdigest() != checksums.get(name):
             raise ArtifactError(f"model {model.tag}: checksum mismatch for {name}")
+        verified[name] = data
     try:
-        serving = json.loads((root / SERVING_FILE).read_text())
+        serving = json.loads(verified[SERVING_FILE])
     except ValueError:
         raise ArtifactError(f"model {model.tag}: {SERVING_FILE} is not valid JSON") from None
-    return LoadedArtifact(str(model.tag), root, metadata, serving, (root / ONNX_FILE).read_bytes())
+    return LoadedArtifact(str(model.tag), root, metadata, serving, verified[ONNX_FILE])

@@ -1,6 +1,6 @@
-"""Helpers behind `make serve`: a development key in .env, and a model in the store.
+"""Helpers behind `make serve`: a development key in the env file, and a model in the store.
 
-    python -m fraudscore.devtools ensure-key     # writes .env with a random key if none is set
+    python -m fraudscore.devtools ensure-key     # writes a random key if none is configured
     python -m fraudscore.devtools has-model      # exit 0 if FRAUD_MODEL_TAG resolves in the store
 """
 
@@ -9,29 +9,35 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-from pathlib import Path
 
-from .settings import ConfigError, get_settings
-
-ENV_FILE = Path(".env")
+from .settings import ConfigError, NoApiKey, env_file, get_settings
 
 
 def ensure_key() -> int:
+    """Generate a key only when none is configured anywhere; never replace the user's own."""
     try:
         get_settings().resolved_api_keys()
-        print("API key: configured (environment, .env or FRAUD_API_KEYS_FILE)")
+        print("API key: configured (environment, env file or FRAUD_API_KEYS_FILE)")
         return 0
-    except ConfigError:
+    except NoApiKey:
         pass
-    key = secrets.token_urlsafe(32)
-    lines = ENV_FILE.read_text().splitlines() if ENV_FILE.exists() else []
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    path = env_file()
+    if path is None:
+        print("error: no API key configured and FRAUD_ENV_FILE is empty", file=sys.stderr)
+        return 1
+    lines = path.read_text().splitlines() if path.exists() else []
     lines = [ln for ln in lines if not ln.startswith("FRAUD_API_KEYS=")]
-    lines.append(f"FRAUD_API_KEYS={key}")
-    ENV_FILE.write_text("\n".join(lines) + "\n")
-    ENV_FILE.chmod(0o600)
+    lines.append(f"FRAUD_API_KEYS={secrets.token_urlsafe(32)}")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # never world-readable
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    os.chmod(path, 0o600)
     print(
-        "No API key was configured: generated a development key into .env (git-ignored).\n"
-        "Use it as:  export FRAUD_API_KEY=$(sed -n 's/^FRAUD_API_KEYS=//p' .env | cut -d, -f1)\n"
+        f"No API key was configured: generated a development key into {path} (git-ignored).\n"
+        f"Use it as:  export FRAUD_API_KEY=$(sed -n 's/^FRAUD_API_KEYS=//p' {path} | cut -d, -f1)\n"
         '            curl -H "X-API-Key: $FRAUD_API_KEY" ...'
     )
     return 0

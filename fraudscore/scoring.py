@@ -37,11 +37,25 @@ def _thresholds(serving: dict[str, Any], settings: Settings) -> tuple[Thresholds
         "review": "model" if settings.review_threshold == "model" else "FRAUD_REVIEW_THRESHOLD",
     }
     if settings.review_threshold == "model":
-        review = min(review, block)  # an overridden block threshold narrows the learned band
+        # The learned review edge stays; under an overridden block threshold the band becomes
+        # [learned review, block), wider or narrower than the learned one.
+        review = min(review, block)
     try:
         return Thresholds(block=block, review=review), source
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def check_configuration(settings: Settings) -> None:
+    """What must hold before any worker starts (raises :class:`ConfigError`): a key, and
+    thresholds that fit the model. A model that cannot be loaded is not a start-up error: the
+    service starts and answers 503 with the reason."""
+    settings.resolved_api_keys()
+    try:
+        art = load(settings.model_tag)
+    except ArtifactError:
+        return
+    _thresholds(art.serving, settings)
 
 
 class Scorer:
@@ -54,6 +68,10 @@ class Scorer:
         self.version = art.tag
         self.thresholds, self.threshold_source = _thresholds(art.serving, settings)
         stats = art.serving["feature_stats"]
+        self._decisions = {d: metrics.DECISIONS.labels(decision=d, model_version=self.version)
+                           for d in ("approve", "review", "block")}
+        self._score_hist = metrics.SCORES.labels(model_version=self.version)
+        self._inference = metrics.INFERENCE_SECONDS.labels(model_version=self.version)
         self._low = np.array([stats[f]["quantiles"]["0.001"] for f in FEATURES])
         self._high = np.array([stats[f]["quantiles"]["0.999"] for f in FEATURES])
         self._info = ModelInfoOut(
@@ -77,21 +95,24 @@ class Scorer:
         X = np.array([[getattr(tx, f) for f in FEATURES] for tx in transactions], dtype=np.float64)
         started = time.perf_counter()
         proba = self.forest.predict_proba(X)
-        metrics.INFERENCE_SECONDS.labels(model_version=self.version).observe(
-            time.perf_counter() - started)
+        self._inference.observe(time.perf_counter() - started)
         self._record_out_of_range(X)
         scores = to_scores(proba)
         block = self.thresholds.block
         out = []
+        counts = dict.fromkeys(self._decisions, 0)
         for tx, p, s in zip(transactions, proba.tolist(), scores.tolist(), strict=True):
             decision = self.thresholds.decide(s)
+            counts[decision] += 1
             out.append(FraudScoreOut(
-                fraud_score=s, fraud_probability=round(p, 6), is_fraud=s >= block,
+                fraud_score=s, fraud_probability=round(p, 6), is_fraud=decision == "block",
                 decision=decision, threshold=block, model_version=self.version,
                 transaction_id=tx.transaction_id,
             ))
-            metrics.DECISIONS.labels(decision=decision, model_version=self.version).inc()
-            metrics.SCORES.labels(model_version=self.version).observe(s)
+            self._score_hist.observe(s)
+        for decision, n in counts.items():
+            if n:
+                self._decisions[decision].inc(n)
         return out
 
     def _record_out_of_range(self, X: np.ndarray) -> None:

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_KEY_LENGTH = 16
@@ -20,6 +20,16 @@ MIN_KEY_LENGTH = 16
 
 class ConfigError(RuntimeError):
     """The service is not configured well enough to start."""
+
+
+class NoApiKey(ConfigError):
+    """No API key is configured at all."""
+
+
+def env_file() -> Path | None:
+    """The dotenv file settings are read from: FRAUD_ENV_FILE, default ./.env ("" for none)."""
+    name = os.environ.get("FRAUD_ENV_FILE", ".env")
+    return Path(name) if name else None
 
 
 class Settings(BaseSettings):
@@ -38,9 +48,19 @@ class Settings(BaseSettings):
     decision_threshold: Literal["model"] | Annotated[int, Field(ge=1, le=100)] = "model"
     review_threshold: Literal["model"] | Annotated[int, Field(ge=1, le=100)] = "model"
     batch_max_items: Annotated[int, Field(ge=1, le=100_000)] = 1_000
-    max_body_bytes: Annotated[int, Field(ge=1_024)] = 2 * 1024 * 1024
+    # Default: room for a full batch (about 800 bytes a transaction, doubled), at least 2 MiB.
+    max_body_bytes: Annotated[int, Field(ge=1_024)] | None = None
     docs_public: bool = False
     adaptive_batching: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.max_body_bytes is None:
+            self.max_body_bytes = max(2 * 1024 * 1024, 2_048 * self.batch_max_items)
+        if (isinstance(self.decision_threshold, int) and isinstance(self.review_threshold, int)
+                and self.review_threshold > self.decision_threshold):
+            raise ValueError("FRAUD_REVIEW_THRESHOLD must not exceed FRAUD_DECISION_THRESHOLD")
+        return self
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -50,10 +70,12 @@ class Settings(BaseSettings):
         return v
 
     def resolved_api_keys(self) -> tuple[bytes, ...]:
-        """All configured keys; raises :class:`ConfigError` when there are none or one is weak."""
+        """All configured keys; raises :class:`NoApiKey` when there is none and
+        :class:`ConfigError` when one is weak or the key file cannot be read.
+
+        The old service's API_KEY is exempt from the length rule, so its clients keep working
+        through the migration; new keys must be at least MIN_KEY_LENGTH characters."""
         keys = [k.get_secret_value() for k in self.api_keys]
-        if self.legacy_api_key is not None:
-            keys.append(self.legacy_api_key.get_secret_value())
         if self.api_keys_file is not None:
             try:
                 text = self.api_keys_file.read_text()
@@ -61,17 +83,19 @@ class Settings(BaseSettings):
                 raise ConfigError(f"FRAUD_API_KEYS_FILE {self.api_keys_file}: {exc.strerror}") from None
             keys += [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
         keys = [k.strip() for k in keys if k.strip()]
+        if any(len(k) < MIN_KEY_LENGTH for k in keys):
+            raise ConfigError(f"every API key must be at least {MIN_KEY_LENGTH} characters long")
+        if self.legacy_api_key is not None and self.legacy_api_key.get_secret_value().strip():
+            keys.append(self.legacy_api_key.get_secret_value().strip())
         if not keys:
-            raise ConfigError(
+            raise NoApiKey(
                 "no API key configured: set FRAUD_API_KEYS (comma-separated), API_KEY or "
                 "FRAUD_API_KEYS_FILE; the service refuses to start without one"
             )
-        if any(len(k) < MIN_KEY_LENGTH for k in keys):
-            raise ConfigError(f"every API key must be at least {MIN_KEY_LENGTH} characters long")
         return tuple(dict.fromkeys(k.encode() for k in keys))
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     # FRAUD_ENV_FILE="" reads no file (tests); the default is ./.env, which `make serve` writes.
-    return Settings(_env_file=os.environ.get("FRAUD_ENV_FILE", ".env") or None)
+    return Settings(_env_file=env_file())

@@ -3,7 +3,7 @@ import pytest
 
 from fraudscore.features import FEATURES
 from fraudscore.schemas import TransactionIn
-from fraudscore.scoring import ModelUnavailable, ScoringPipeline
+from fraudscore.scoring import ModelUnavailable, ScoringPipeline, check_configuration
 from fraudscore.settings import ConfigError, Settings
 from tests.conftest import tx_body
 
@@ -38,8 +38,17 @@ def test_threshold_overrides(trained):
     assert static.model_info().thresholds_source == {"block": "FRAUD_DECISION_THRESHOLD", "review": "model"}
     low = ScoringPipeline.load(_settings(model_tag=trained.tag, decision_threshold=1)).scorer
     assert low.thresholds.block == 1 and low.thresholds.review == 1
+    with pytest.raises(ValueError, match="must not exceed"):
+        _settings(model_tag=trained.tag, decision_threshold=10, review_threshold=20)
+
+
+def test_start_up_check_rejects_a_review_edge_above_the_learned_block(trained):
+    too_high = _settings(model_tag=trained.tag, review_threshold=trained.thresholds.block + 1)
     with pytest.raises(ConfigError, match="review <= block"):
-        ScoringPipeline.load(_settings(model_tag=trained.tag, decision_threshold=10, review_threshold=20))
+        check_configuration(too_high)
+    check_configuration(_settings(model_tag=trained.tag))  # the defaults pass
+    # a model that cannot be loaded is no start-up error: the service answers 503 instead
+    check_configuration(_settings(model_tag="fraud_detector:nosuchversion", review_threshold=99))
 
 
 def test_feature_order_is_the_schema_order():

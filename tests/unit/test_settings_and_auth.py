@@ -18,7 +18,7 @@ def test_keys_from_list_legacy_variable_and_file(tmp_path, monkeypatch):
     monkeypatch.setenv("FRAUD_API_KEYS_FILE", str(secret))
     keys = Settings(_env_file=None).resolved_api_keys()
     assert keys == (b"a-key-0123456789abcdef", b"b-key-0123456789abcdef",
-                    b"legacy-0123456789abcdef", b"file-key-0123456789abcdef")
+                    b"file-key-0123456789abcdef", b"legacy-0123456789abcdef")
 
 
 def test_no_key_fails_closed(monkeypatch):
@@ -39,6 +39,18 @@ def test_short_keys_and_unreadable_key_files_are_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("FRAUD_API_KEYS_FILE", str(tmp_path / "absent"))
     with pytest.raises(ConfigError, match="FRAUD_API_KEYS_FILE"):
         _settings().resolved_api_keys()
+
+
+def test_the_old_services_key_is_honoured_whatever_its_length(monkeypatch):
+    monkeypatch.delenv("FRAUD_API_KEYS")
+    monkeypatch.setenv("API_KEY", "old-key")
+    assert _settings().resolved_api_keys() == (b"old-key",)
+
+
+def test_body_limit_grows_with_the_batch_cap():
+    assert _settings().max_body_bytes == 2 * 1024 * 1024
+    assert _settings(batch_max_items=5_000).max_body_bytes == 5_000 * 2_048
+    assert _settings(max_body_bytes=4_096).max_body_bytes == 4_096
 
 
 def test_keys_never_appear_in_the_settings_repr(monkeypatch):
