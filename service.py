@@ -17,7 +17,6 @@ from fraudscore.schemas import FraudScoreOut, TransactionIn, batch_request_model
 from fraudscore.scoring import ScoringPipeline, check_configuration
 from fraudscore.settings import ConfigError, get_settings
 
-logs.install()
 _settings = get_settings()  # decorator arguments below are fixed when the class is defined
 
 
@@ -60,6 +59,11 @@ class FraudScorer:
         return self.pipeline.scorer.score(transactions)
 
 
+logs.install(api.input_spec.__name__ for api in FraudScorer.apis.values())
 # The first middleware added is the outermost: authenticate before anything else.
 FraudScorer.add_asgi_middleware(ApiKeyMiddleware)
-FraudScorer.add_asgi_middleware(RequestGuard, unavailable_reason=lambda: _pipeline().unavailable_reason)
+FraudScorer.add_asgi_middleware(
+    RequestGuard,
+    paths={api.route for api in FraudScorer.apis.values()} | {routes.LEGACY_PATH},
+    unavailable_reason=lambda: _pipeline().unavailable_reason,
+)

@@ -9,15 +9,13 @@ true (default false: the schema of a payments API is not advertised to anonymous
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-import logging
 from collections.abc import Callable, Iterable
 
 from . import metrics
 from .asgi import send_json
 from .settings import get_settings
-
-log = logging.getLogger("fraudscore.auth")
 
 PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
 DOCS_PATHS = frozenset({"/", "/docs.json", "/schema.json"})
@@ -29,14 +27,16 @@ class ApiKeyCheck:
     """``check(presented) -> bool`` over a set of valid keys, in constant time."""
 
     def __init__(self, keys: Iterable[bytes]) -> None:
-        self._keys = tuple(keys)
-        if not self._keys:
+        # Digests of equal length: comparing them reveals neither a key's content nor its length.
+        self._digests = tuple(hashlib.sha256(k).digest() for k in keys)
+        if not self._digests:
             raise ValueError("ApiKeyCheck needs at least one key")
 
     def __call__(self, presented: bytes) -> bool:
+        digest = hashlib.sha256(presented).digest()
         ok = False
-        for key in self._keys:  # no early exit: timing does not reveal which key matched
-            ok |= hmac.compare_digest(presented, key)
+        for key in self._digests:  # no early exit: timing does not reveal which key matched
+            ok |= hmac.compare_digest(digest, key)
         return ok
 
 
@@ -66,7 +66,7 @@ class ApiKeyMiddleware:
         return self.docs_public and (path in DOCS_PATHS or path.startswith(DOCS_PREFIXES))
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or self._is_public(scope["path"]):
+        if scope["type"] == "lifespan" or (scope["type"] == "http" and self._is_public(scope["path"])):
             await self.app(scope, receive, send)
             return
         key = _presented_key(scope["headers"])
@@ -75,6 +75,9 @@ class ApiKeyMiddleware:
             return
         reason = "missing" if key is None else "invalid"
         metrics.REJECTED.labels(reason=f"auth_{reason}").inc()
+        if scope["type"] != "http":  # a websocket (none is served today) is closed, not answered
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["path"].startswith(LEGACY_PREFIX):
             body = {"detail": "Not authenticated" if key is None else "Invalid API key"}
         else:

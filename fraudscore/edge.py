@@ -7,14 +7,12 @@ than ``FRAUD_MAX_BODY_BYTES`` (else 413, checked on Content-Length and while rea
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from . import metrics
 from .asgi import header, send_json
 from .auth import LEGACY_PREFIX
 from .settings import get_settings
-
-SCORING_PATHS = frozenset({"/fraud_score", "/fraud_score/batch", "/v1/fraud-score"})
 
 
 def _is_json(content_type: bytes | None) -> bool:
@@ -25,14 +23,15 @@ def _is_json(content_type: bytes | None) -> bool:
 
 
 class RequestGuard:
-    def __init__(self, app, unavailable_reason: Callable[[], str | None],
+    def __init__(self, app, paths: Iterable[str], unavailable_reason: Callable[[], str | None],
                  max_body_bytes: int | None = None) -> None:
         self.app = app
+        self.paths = frozenset(paths)  # every scoring route: service.py passes them all
         self.unavailable_reason = unavailable_reason
         self.max_body_bytes = max_body_bytes or get_settings().max_body_bytes
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["path"] not in SCORING_PATHS or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["path"] not in self.paths or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         legacy = scope["path"].startswith(LEGACY_PREFIX)

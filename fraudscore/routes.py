@@ -20,6 +20,8 @@ from starlette.routing import Route
 from .schemas import LegacyFraudScoreOut, LegacyTransactionIn
 from .scoring import ModelUnavailable, ScoringPipeline
 
+LEGACY_PATH = "/v1/fraud-score"
+
 
 def build_app(pipeline: Callable[[], ScoringPipeline]) -> Starlette:
     async def model_info(_: Request) -> Response:
@@ -36,15 +38,12 @@ def build_app(pipeline: Callable[[], ScoringPipeline]) -> Starlette:
             detail = [{"type": e["type"], "loc": ["body", *e["loc"]], "msg": e["msg"]}
                       for e in exc.errors(include_url=False, include_input=False)]
             return JSONResponse({"detail": detail}, status_code=422)
-        try:
-            (verdict,) = pipeline().scorer.score([tx])
-        except ModelUnavailable as exc:
-            return JSONResponse({"error": "model unavailable", "detail": str(exc)}, status_code=503)
+        (verdict,) = pipeline().scorer.score([tx])  # the request guard answered 503 if no model
         out = LegacyFraudScoreOut(fraud_score=verdict.fraud_score, is_fraud=verdict.is_fraud,
                                   model_version=verdict.model_version)
         return Response(out.model_dump_json(), media_type="application/json")
 
     return Starlette(routes=[
         Route("/model_info", model_info, methods=["GET"]),
-        Route("/v1/fraud-score", legacy_fraud_score, methods=["POST"]),
+        Route(LEGACY_PATH, legacy_fraud_score, methods=["POST"]),
     ])
