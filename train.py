@@ -38,18 +38,39 @@ def _positive(v: str) -> int:
     return n
 
 
+def _seed(v: str) -> int:
+    n = int(v)
+    if not 0 <= n < 2**32:
+        raise argparse.ArgumentTypeError("must be in [0, 2**32)")
+    return n
+
+
+def _jobs(v: str) -> int:
+    n = int(v)
+    if n == 0:
+        raise argparse.ArgumentTypeError("must be a number of cores, or -1 for all")
+    return n
+
+
+def _share(v: str) -> float:
+    f = float(v)
+    if not 0 <= f <= 0.5:
+        raise argparse.ArgumentTypeError("must be a share of traffic in [0, 0.5]")
+    return f
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="path to creditcard.csv; without it a stand-in is generated")
     p.add_argument("--rows", type=_positive, default=100_000, help="stand-in size (default 100000)")
-    p.add_argument("--seed", type=int, default=42, help="seed for data, split and forest")
+    p.add_argument("--seed", type=_seed, default=42, help="seed for data, split and forest")
     p.add_argument("--trees", type=_positive, default=100, help="number of trees (default 100)")
     p.add_argument("--max-depth", type=_positive, default=None, help="tree depth (default unlimited)")
     p.add_argument("--min-samples-leaf", type=_positive, default=1)
     p.add_argument("--max-features", type=_max_features, default="sqrt")
     p.add_argument("--class-weight", choices=["balanced", "balanced_subsample"], default=None)
-    p.add_argument("--jobs", type=int, default=-1, help="parallel jobs for fitting (default all cores)")
-    p.add_argument("--review-budget", type=float, default=0.005,
+    p.add_argument("--jobs", type=_jobs, default=-1, help="parallel jobs for fitting (default all cores)")
+    p.add_argument("--review-budget", type=_share, default=0.005,
                    help="largest share of traffic the review band may hold (default 0.005)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)

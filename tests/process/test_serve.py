@@ -182,6 +182,28 @@ class TestHealthyServer:
         assert [r.json() for r in batched] == expected_batches
         assert elapsed < 30, f"{len(responses)} requests took {elapsed:.1f} s"
 
+    def test_adaptive_batching_merges_concurrent_batch_requests(self, http, server, stand_in):
+        name = "bentoml_service_adaptive_batch_size"
+
+        def merged() -> tuple[float, float]:
+            text = http.get("/metrics").text
+            return (_metric_sum(text, f"{name}_count", method_name="fraud_score_batch"),
+                    _metric_sum(text, f"{name}_sum", method_name="fraud_score_batch"))
+
+        body = {"transactions": [tx_body(stand_in, i) for i in range(25)]}
+        count0, sum0 = merged()
+
+        async def run() -> list[int]:
+            limits = httpx.Limits(max_connections=64)
+            async with httpx.AsyncClient(base_url=server.url, headers=H, limits=limits, timeout=30) as c:
+                rs = await asyncio.gather(*(c.post("/fraud_score/batch", json=body) for _ in range(64)))
+            return [r.status_code for r in rs]
+
+        assert asyncio.run(run()) == [200] * 64
+        count1, sum1 = merged()
+        assert sum1 - sum0 == 64  # every request went through the batcher...
+        assert count1 - count0 < 64  # ...in fewer model calls than requests
+
     def test_legacy_route_answers_like_the_fastapi_service(self, http, stand_in):
         body = tx_body(stand_in, 9)
         native = http.post("/fraud_score", json=body, headers=H).json()

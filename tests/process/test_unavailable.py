@@ -108,3 +108,24 @@ def test_refuses_to_start_without_a_key(trained, tmp_path, keys):
     assert proc.returncode != 0
     assert "no API key configured" in output, output[-3000:]
     assert not answered, answered
+
+
+def test_a_review_edge_above_the_learned_block_stops_the_server(trained, tmp_path):
+    port = free_port()
+    env = server_env(FRAUD_MODEL_TAG=trained.tag, FRAUD_REVIEW_THRESHOLD=str(trained.thresholds.block + 1))
+    done = subprocess.run(serve_command(port), cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode != 0
+    assert "review <= block" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_batching_off_still_scores_batches(serve, trained, stand_in):
+    srv = serve("no-batching", FRAUD_MODEL_TAG=trained.tag, FRAUD_ADAPTIVE_BATCHING="false")
+    rows = [tx_body(stand_in, i) for i in range(30)]
+    with httpx.Client(base_url=srv.url, headers=H, timeout=10) as c:
+        batch = c.post("/fraud_score/batch", json={"transactions": rows})
+        assert batch.status_code == 200
+        assert [v["fraud_score"] for v in batch.json()] == [
+            c.post("/fraud_score", json=r).json()["fraud_score"] for r in rows]
+        assert "adaptive_batch_size_count" not in c.get("/metrics").text
