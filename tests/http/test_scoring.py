@@ -109,7 +109,7 @@ def test_missing_or_wrong_key_is_403(client, stand_in, path, headers):
     assert "detail" in r.json()
 
 
-def test_key_is_checked_before_the_body_is_read(client):
+def test_key_is_checked_before_the_body_is_read_over_http(client):
     # an oversized, malformed body without a key: refused for the key, not for the body
     r = client.post("/v1/fraud-score", content=b"x" * (3 * 1024 * 1024),
                     headers={"content-type": "application/json"})
@@ -127,13 +127,25 @@ def test_docs_are_not_public_by_default(client, auth, path):
     assert client.get(path, headers=auth).status_code == 200
 
 
+def _sample(text: str, series: str) -> float:
+    values = [float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith(series + " ")]
+    return sum(values)
+
+
 def test_metrics_count_decisions_and_rejections(client, auth, stand_in, trained):
-    client.post("/fraud_score", json=tx_body(stand_in, 0), headers=auth)
-    client.post("/fraud_score", json=tx_body(stand_in, 0))
-    text = client.get("/metrics").text
-    assert f'fraud_decisions_total{{decision="approve",model_version="{trained.tag}"}}' in text
-    assert 'fraud_requests_rejected_total{reason="auth_missing"}' in text
-    assert "fraud_model_inference_seconds_bucket" in text and "fraud_score_bucket" in text
+    approve = f'fraud_decisions_total{{decision="approve",model_version="{trained.tag}"}}'
+    missing = 'fraud_requests_rejected_total{reason="auth_missing"}'
+    scores = f'fraud_score_count{{model_version="{trained.tag}"}}'
+    before = client.get("/metrics").text
+    legit = [tx_body(stand_in, i) for i in range(10) if stand_in.y[i] == 0][:5]
+    verdicts = client.post("/fraud_score/batch", json={"transactions": legit}, headers=auth).json()
+    client.post("/fraud_score", json=legit[0])  # no key
+    after = client.get("/metrics").text
+    approved = sum(v["decision"] == "approve" for v in verdicts)
+    assert _sample(after, approve) - _sample(before, approve) == approved
+    assert _sample(after, scores) - _sample(before, scores) == len(legit)
+    assert _sample(after, missing) - _sample(before, missing) == 1
+    assert "fraud_model_inference_seconds_bucket" in after
 
 
 def test_x_api_key_wins_over_bearer_whatever_the_header_order(client, stand_in):

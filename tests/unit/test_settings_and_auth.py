@@ -98,3 +98,19 @@ def test_docs_ui_is_public_only_when_configured(docs_public, expected):
         assert c.get("/readyz").status_code == 200
         assert c.get("/fraud_score").status_code == 403  # scoring never follows the docs flag
         assert c.get("/fraud_score", headers={"X-API-Key": "k" * 20}).status_code == 200
+
+
+def test_auth_answers_without_reading_the_body():
+    import asyncio
+
+    sent = []
+
+    async def receive():
+        raise AssertionError("the body was read")
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/fraud_score", "headers": [], "query_string": b""}
+    asyncio.run(_protected_app()(scope, receive, send))
+    assert sent[0]["status"] == 403
