@@ -51,7 +51,7 @@ class FraudScorer:
         return verdict
 
     @bentoml.api(route="/fraud_score/batch", input_spec=batch_request_model(_settings.batch_max_items),
-                 batchable=_settings.adaptive_batching, max_batch_size=4 * _settings.batch_max_items,
+                 batchable=_settings.adaptive_batching, max_batch_size=_settings.batch_max_items,
                  max_latency_ms=30_000)
     def fraud_score_batch(self, transactions: list[TransactionIn]) -> list[FraudScoreOut]:
         """Score many transactions, `{"transactions": [...]}` (up to FRAUD_BATCH_MAX_ITEMS); the

@@ -1,6 +1,7 @@
 """Adaptive batching on vs off for /fraud_score/batch, side by side in one run.
 
     .venv/bin/python bench/batching.py [--seconds 8] [--concurrency 16]
+    .venv/bin/python bench/batching.py --sequential 2000   # one client on /fraud_score instead
 
 Starts `bentoml serve` (production configuration.yaml, 2 workers) on a free loopback port, once
 with FRAUD_ADAPTIVE_BATCHING=false and once with true, against the current model store, and drives
@@ -91,14 +92,42 @@ async def drive(url: str, key: str, body: bytes, seconds: float, concurrency: in
     return {"rps": len(latencies) / elapsed, "p50": q[49] * 1e3, "p99": q[98] * 1e3, "errors": errors}
 
 
+def sequential(url: str, key: str, body: bytes, n: int) -> dict:
+    """One client, ``n`` sequential requests to /fraud_score after 200 warm-up."""
+    headers = {"X-API-Key": key, "Content-Type": "application/json"}
+    with httpx.Client(base_url=url, headers=headers) as client:
+        for _ in range(200):
+            client.post("/fraud_score", content=body)
+        latencies, errors = [], 0
+        for _ in range(n):
+            t0 = time.perf_counter()
+            errors += client.post("/fraud_score", content=body).status_code != 200
+            latencies.append(time.perf_counter() - t0)
+    q = statistics.quantiles(latencies, n=100)
+    return {"p50": q[49] * 1e3, "p99": q[98] * 1e3, "max": max(latencies) * 1e3, "errors": errors}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--sizes", default="10,100,1000")
+    ap.add_argument("--sequential", type=int, default=0, help="measure one sequential client instead")
     args = ap.parse_args()
     data = generate(20_000, seed=1)
     key = secrets.token_urlsafe(24)
+    if args.sequential:
+        body = json.dumps({f: float(v) for f, v in zip(FEATURES, data.X[0], strict=True)}).encode()
+        print("| adaptive batching | p50 ms | p99 ms | max ms | errors |\n|---|---|---|---|---|")
+        for mode in ("false", "true"):
+            proc, url = start_server({"FRAUD_ADAPTIVE_BATCHING": mode}, key)
+            try:
+                r = sequential(url, key, body, args.sequential)
+            finally:
+                stop(proc)
+            print(f"| {'on' if mode == 'true' else 'off'} | {r['p50']:.2f} | {r['p99']:.2f} "
+                  f"| {r['max']:.1f} | {r['errors']} |")
+        return
     rows = []
     for mode in ("false", "true"):
         proc, url = start_server({"FRAUD_ADAPTIVE_BATCHING": mode}, key)
