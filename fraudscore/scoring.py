@@ -72,6 +72,8 @@ class Scorer:
                            for d in ("approve", "review", "block")}
         self._score_hist = metrics.SCORES.labels(model_version=self.version)
         self._inference = metrics.INFERENCE_SECONDS.labels(model_version=self.version)
+        self._out_of_range = [metrics.OUT_OF_RANGE.labels(feature=f, model_version=self.version)
+                              for f in FEATURES]
         self._low = np.array([stats[f]["quantiles"]["0.001"] for f in FEATURES])
         self._high = np.array([stats[f]["quantiles"]["0.999"] for f in FEATURES])
         self._info = ModelInfoOut(
@@ -118,8 +120,7 @@ class Scorer:
     def _record_out_of_range(self, X: np.ndarray) -> None:
         outside = ((self._low > X) | (self._high < X)).sum(axis=0)
         for j in np.flatnonzero(outside):
-            metrics.OUT_OF_RANGE.labels(feature=FEATURES[j], model_version=self.version).inc(
-                int(outside[j]))
+            self._out_of_range[j].inc(int(outside[j]))
 
 
 class ScoringPipeline:
