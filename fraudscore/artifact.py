@@ -41,7 +41,8 @@ class LoadedArtifact:
     path: Path
     metadata: dict[str, Any]
     serving: dict[str, Any]
-    onnx_bytes: bytes
+    model_file: str  # ONNX_FILE or SKOPS_FILE: the one the chosen engine runs
+    model_bytes: bytes
 
 
 def register(files: dict[str, bytes], metadata: dict[str, Any], labels: dict[str, str]) -> str:
@@ -64,8 +65,8 @@ def register(files: dict[str, bytes], metadata: dict[str, Any], labels: dict[str
     return str(model.tag)
 
 
-def load(tag: str) -> LoadedArtifact:
-    """Fetch an entry, verify its checksums, and read what serving needs.
+def load(tag: str, model_file: str = ONNX_FILE) -> LoadedArtifact:
+    """Fetch an entry, verify the checksums of ``model_file`` and ``serving.json``, and read them.
 
     Raises :class:`ArtifactError` with a reason fit for a 503 body and a log line.
     """
@@ -86,7 +87,7 @@ def load(tag: str) -> LoadedArtifact:
     if metadata.get("format_version") != FORMAT_VERSION or not isinstance(checksums, dict):
         raise ArtifactError(f"model {model.tag} was not written by this project's train.py")
     verified = {}
-    for name in (ONNX_FILE, SERVING_FILE):
+    for name in (model_file, SERVING_FILE):
         try:
             data = (root / name).read_bytes()  # the bytes checked are the bytes used
         except OSError:
@@ -98,4 +99,4 @@ def load(tag: str) -> LoadedArtifact:
         serving = json.loads(verified[SERVING_FILE])
     except ValueError:
         raise ArtifactError(f"model {model.tag}: {SERVING_FILE} is not valid JSON") from None
-    return LoadedArtifact(str(model.tag), root, metadata, serving, verified[ONNX_FILE])
+    return LoadedArtifact(str(model.tag), root, metadata, serving, model_file, verified[model_file])

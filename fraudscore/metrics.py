@@ -8,6 +8,7 @@ Plain ``prometheus_client`` (BentoML 1.4 deprecates ``bentoml.metrics``): in a w
 
 from __future__ import annotations
 
+import numpy as np
 from prometheus_client import Counter, Histogram
 
 DECISIONS = Counter(
@@ -37,3 +38,26 @@ REJECTED = Counter(
     documentation="Requests refused at the edge, by reason",
     labelnames=["reason"],
 )
+BATCH_ROWS = Histogram(
+    name="fraud_model_batch_rows",
+    documentation="Rows per model call: above a request's own rows when adaptive batching merges calls",
+    labelnames=["model_version"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+)
+
+
+def observe_many(histogram_child, values: np.ndarray) -> None:
+    """``histogram_child.observe(v)`` for every value, with one update per bucket.
+
+    Observing 1,000 scores one by one costs ~2,000 locked writes to the multiprocess files; this
+    does what ``Histogram.observe`` does (a value lands in the first bucket whose bound is >= it)
+    with one write per non-empty bucket. It reads prometheus_client's ``_upper_bounds``,
+    ``_buckets`` and ``_sum`` (0.2x layout, pinned in uv.lock; a unit test compares both ways).
+    """
+    if values.size == 0:
+        return
+    idx = np.searchsorted(np.asarray(histogram_child._upper_bounds), values, side="left")
+    for i, n in enumerate(np.bincount(idx, minlength=len(histogram_child._upper_bounds)).tolist()):
+        if n:
+            histogram_child._buckets[i].inc(n)
+    histogram_child._sum.inc(float(values.sum()))

@@ -87,6 +87,7 @@ class LegacyFraudScoreOut(BaseModel):
 
 class ModelInfoOut(BaseModel):
     tag: str
+    engine: str
     trained_at: str
     data_source: str
     data_sha256: str
@@ -96,3 +97,4 @@ class ModelInfoOut(BaseModel):
     top_feature_importances: dict[str, float]
     versions: dict[str, str]
     batch_max_items: int
+    adaptive_batching: bool

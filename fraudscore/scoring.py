@@ -5,23 +5,29 @@ The HTTP edge hands this step validated objects; the model wrapper below it know
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from collections.abc import Sequence
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
 
 from . import metrics
-from .artifact import ArtifactError, LoadedArtifact, load
+from .artifact import ONNX_FILE, SKOPS_FILE, ArtifactError, LoadedArtifact, load
+from .batching import ModelBatcher
 from .features import FEATURES
-from .model import OnnxForest
-from .schemas import FraudScoreOut, ModelInfoOut, TransactionIn
+from .metrics import observe_many
+from .model import Forest, OnnxForest, SklearnForest
+from .schemas import ModelInfoOut, TransactionIn
 from .settings import ConfigError, Settings
 from .thresholds import Thresholds, to_scores
 
 # A child of "bentoml" so `bentoml serve` prints it with its own lines.
 log = logging.getLogger("bentoml.fraudscore")
+_features = attrgetter(*FEATURES)
 
 
 class ModelUnavailable(RuntimeError):
@@ -51,6 +57,9 @@ def check_configuration(settings: Settings) -> None:
     thresholds that fit the model. A model that cannot be loaded is not a start-up error: the
     service starts and answers 503 with the reason."""
     settings.resolved_api_keys()
+    if settings.engine == "sklearn" and importlib.util.find_spec("skops") is None:
+        raise ConfigError("FRAUD_ENGINE=sklearn needs scikit-learn and skops, which this "
+                          "environment does not install (the bento serves ONNX only)")
     try:
         art = load(settings.model_tag)
     except ArtifactError:
@@ -59,12 +68,13 @@ def check_configuration(settings: Settings) -> None:
 
 
 class Scorer:
-    """Scores transactions with one loaded model and the thresholds in force."""
+    """Scores feature rows with one loaded model and the thresholds in force."""
 
     def __init__(self, art: LoadedArtifact, settings: Settings) -> None:
         if list(art.serving.get("features", [])) != list(FEATURES):
             raise ArtifactError(f"model {art.tag} expects other features than this service sends")
-        self.forest = OnnxForest(art.onnx_bytes)
+        self.forest: Forest = SklearnForest(art.model_bytes) if settings.engine == "sklearn" \
+            else OnnxForest(art.model_bytes)
         self.version = art.tag
         self.thresholds, self.threshold_source = _thresholds(art.serving, settings)
         stats = art.serving["feature_stats"]
@@ -72,12 +82,14 @@ class Scorer:
                            for d in ("approve", "review", "block")}
         self._score_hist = metrics.SCORES.labels(model_version=self.version)
         self._inference = metrics.INFERENCE_SECONDS.labels(model_version=self.version)
+        self._batch_rows = metrics.BATCH_ROWS.labels(model_version=self.version)
         self._out_of_range = [metrics.OUT_OF_RANGE.labels(feature=f, model_version=self.version)
                               for f in FEATURES]
         self._low = np.array([stats[f]["quantiles"]["0.001"] for f in FEATURES])
         self._high = np.array([stats[f]["quantiles"]["0.999"] for f in FEATURES])
         self._info = ModelInfoOut(
             tag=art.tag,
+            engine=self.forest.engine,
             trained_at=art.metadata["trained_at"],
             data_source=art.metadata["data_source"],
             data_sha256=art.metadata["data_sha256"],
@@ -87,31 +99,40 @@ class Scorer:
             top_feature_importances=dict(list(art.serving["feature_importances"].items())[:10]),
             versions=art.metadata["versions"],
             batch_max_items=settings.batch_max_items,
+            adaptive_batching=settings.batching_enabled,
         )
 
     def model_info(self) -> ModelInfoOut:
         return self._info
 
-    def score(self, transactions: Sequence[TransactionIn]) -> list[FraudScoreOut]:
-        """Verdicts in input order; scoring a list equals scoring each item alone."""
-        X = np.array([[getattr(tx, f) for f in FEATURES] for tx in transactions], dtype=np.float64)
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Fraud probabilities of the rows of ``X`` (n, 30): one model call, timed."""
         started = time.perf_counter()
         proba = self.forest.predict_proba(X)
         self._inference.observe(time.perf_counter() - started)
+        self._batch_rows.observe(len(X))
+        return proba
+
+    def verdicts(self, X: np.ndarray, proba: np.ndarray, ids: Sequence[str | None]) -> list[dict[str, Any]]:
+        """One verdict per row, in order, shaped as :class:`FraudScoreOut` (a test holds them
+        equal); decisions, scores and out-of-range features are counted."""
         self._record_out_of_range(X)
         scores = to_scores(proba)
-        block = self.thresholds.block
+        block, review = self.thresholds.block, self.thresholds.review
+        if len(scores) == 1:  # the common case: skip the array work below
+            self._score_hist.observe(int(scores[0]))
+        else:
+            observe_many(self._score_hist, scores)
         out = []
         counts = dict.fromkeys(self._decisions, 0)
-        for tx, p, s in zip(transactions, proba.tolist(), scores.tolist(), strict=True):
-            decision = self.thresholds.decide(s)
+        for tx_id, p, s in zip(ids, proba.tolist(), scores.tolist(), strict=True):
+            decision = "block" if s >= block else "review" if s >= review else "approve"
             counts[decision] += 1
-            out.append(FraudScoreOut(
-                fraud_score=s, fraud_probability=round(p, 6), is_fraud=decision == "block",
-                decision=decision, threshold=block, model_version=self.version,
-                transaction_id=tx.transaction_id,
-            ))
-            self._score_hist.observe(s)
+            row = {"fraud_score": s, "fraud_probability": round(p, 6), "is_fraud": s >= block,
+                   "decision": decision, "threshold": block, "model_version": self.version}
+            if tx_id is not None:
+                row["transaction_id"] = tx_id
+            out.append(row)
         for decision, n in counts.items():
             if n:
                 self._decisions[decision].inc(n)
@@ -124,16 +145,20 @@ class Scorer:
 
 
 class ScoringPipeline:
-    """What the service holds: a :class:`Scorer`, or the reason there is none (never raises)."""
+    """What the service holds: a :class:`Scorer`, or the reason there is none (never raises),
+    and the way model calls are made: directly, or merged across requests (adaptive batching)."""
 
-    def __init__(self, scorer: Scorer | None, unavailable_reason: str | None) -> None:
+    def __init__(self, scorer: Scorer | None, unavailable_reason: str | None,
+                 batcher: ModelBatcher | None = None) -> None:
         self._scorer = scorer
         self.unavailable_reason = unavailable_reason
+        self._batcher = batcher
 
     @classmethod
     def load(cls, settings: Settings) -> ScoringPipeline:
+        model_file = SKOPS_FILE if settings.engine == "sklearn" else ONNX_FILE
         try:
-            scorer = Scorer(load(settings.model_tag), settings)
+            scorer = Scorer(load(settings.model_tag, model_file), settings)
         except ArtifactError as exc:
             log.warning("model unavailable, serving 503 until restarted: %s", exc)
             return cls(None, str(exc))
@@ -143,9 +168,12 @@ class ScoringPipeline:
             reason = f"model {settings.model_tag!r} failed to load: {type(exc).__name__}: {exc}"
             log.warning("model unavailable, serving 503 until restarted: %s", reason)
             return cls(None, reason[:500])
-        log.info("loaded %s (block >= %d, review >= %d)", scorer.version,
-                 scorer.thresholds.block, scorer.thresholds.review)
-        return cls(scorer, None)
+        batcher = ModelBatcher(scorer.predict, settings.batch_max_items) \
+            if settings.batching_enabled else None
+        log.info("loaded %s with %s (block >= %d, review >= %d, adaptive batching %s)", scorer.version,
+                 scorer.forest.engine, scorer.thresholds.block, scorer.thresholds.review,
+                 "on" if batcher else "off")
+        return cls(scorer, None, batcher)
 
     @property
     def ready(self) -> bool:
@@ -156,3 +184,12 @@ class ScoringPipeline:
         if self._scorer is None:
             raise ModelUnavailable(self.unavailable_reason or "model not loaded")
         return self._scorer
+
+    async def score_transactions(self, transactions: Sequence[TransactionIn]) -> list[dict[str, Any]]:
+        """Verdicts on validated transactions, in order, shaped as :class:`FraudScoreOut`."""
+        scorer = self.scorer
+        n = len(transactions)
+        X = np.fromiter(chain.from_iterable(map(_features, transactions)), np.float64, n * len(FEATURES))
+        X = X.reshape(n, len(FEATURES))
+        proba = scorer.predict(X) if self._batcher is None else await self._batcher(X)
+        return scorer.verdicts(X, proba, [tx.transaction_id for tx in transactions])

@@ -51,7 +51,18 @@ class Settings(BaseSettings):
     # Default: room for a full batch (about 800 bytes a transaction, doubled), at least 2 MiB.
     max_body_bytes: Annotated[int, Field(ge=1_024)] | None = None
     docs_public: bool = False
-    adaptive_batching: bool = True
+    # "onnx" (ONNX Runtime, the default and the only engine in the bento) or "sklearn".
+    engine: Literal["onnx", "sklearn"] = "onnx"
+    # Merge concurrent model calls (fraudscore/batching.py). "auto": on for the scikit-learn
+    # engine, whose calls cost ~4 ms whatever the rows, off for ONNX Runtime, whose calls cost
+    # microseconds (measured: README, Performance).
+    adaptive_batching: Literal["auto"] | bool = "auto"
+
+    @property
+    def batching_enabled(self) -> bool:
+        if self.adaptive_batching == "auto":
+            return self.engine == "sklearn"
+        return bool(self.adaptive_batching)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -8,10 +8,7 @@ the shared BENTOML_HOME when it starts, which would wipe the metrics of a server
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -21,16 +18,12 @@ from typing import IO
 import httpx
 import pytest
 
+from fraudscore.devtools import free_port, kill_group
+
 ROOT = Path(__file__).resolve().parents[2]
 BENTOML = str(ROOT / ".venv" / "bin" / "bentoml")
 READY_TIMEOUT = 40.0
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def serve_command(port: int) -> list[str]:
@@ -43,18 +36,6 @@ def server_env(drop: tuple[str, ...] = (), **extra: str) -> dict[str, str]:
     for name in drop:
         env.pop(name, None)
     return env
-
-
-def kill_group(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left of it (workers included)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace)
-    with contextlib.suppress(ProcessLookupError):  # stragglers, or a main process that ignored TERM
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
 
 
 @dataclass

@@ -57,8 +57,10 @@ def _declared_size_status(url: str, path: str, length: int) -> int:
 @pytest.fixture(scope="class")
 def server(trained, tmp_path_factory):
     # pinned: the corrupt-model test registers a newer model, which becomes :latest
+    # Adaptive batching on (the default is off for ONNX): every test here then also checks that
+    # merged model calls give each request exactly its own answers.
     srv = start_server(tmp_path_factory.mktemp("healthy") / "server.log", workers=2,
-                       FRAUD_MODEL_TAG=trained.tag)
+                       FRAUD_MODEL_TAG=trained.tag, FRAUD_ADAPTIVE_BATCHING="true")
     yield srv
     srv.stop()
 
@@ -182,13 +184,13 @@ class TestHealthyServer:
         assert [r.json() for r in batched] == expected_batches
         assert elapsed < 30, f"{len(responses)} requests took {elapsed:.1f} s"
 
-    def test_adaptive_batching_merges_concurrent_batch_requests(self, http, server, stand_in):
-        name = "bentoml_service_adaptive_batch_size"
+    def test_adaptive_batching_merges_concurrent_batch_requests(self, http, server, stand_in, trained):
+        name = "fraud_model_batch_rows"  # rows per model call
 
         def merged() -> tuple[float, float]:
             text = http.get("/metrics").text
-            return (_metric_sum(text, f"{name}_count", method_name="fraud_score_batch"),
-                    _metric_sum(text, f"{name}_sum", method_name="fraud_score_batch"))
+            return (_metric_sum(text, f"{name}_count", model_version=trained.tag),
+                    _metric_sum(text, f"{name}_sum", model_version=trained.tag))
 
         body = {"transactions": [tx_body(stand_in, i) for i in range(25)]}
         count0, sum0 = merged()
@@ -201,7 +203,7 @@ class TestHealthyServer:
 
         assert asyncio.run(run()) == [200] * 64
         count1, sum1 = merged()
-        assert sum1 - sum0 == 64  # every request went through the batcher...
+        assert sum1 - sum0 == 64 * 25  # every row was scored once...
         assert count1 - count0 < 64  # ...in fewer model calls than requests
 
     def test_legacy_route_answers_like_the_fastapi_service(self, http, stand_in):

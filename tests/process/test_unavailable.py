@@ -120,12 +120,17 @@ def test_a_review_edge_above_the_learned_block_stops_the_server(trained, tmp_pat
     assert "Traceback" not in done.stdout + done.stderr
 
 
-def test_batching_off_still_scores_batches(serve, trained, stand_in):
-    srv = serve("no-batching", FRAUD_MODEL_TAG=trained.tag, FRAUD_ADAPTIVE_BATCHING="false")
+def test_sklearn_engine_serves_the_same_answers(serve, trained, stand_in):
+    from fraudscore.model import OnnxForest
+
+    srv = serve("sklearn", FRAUD_MODEL_TAG=trained.tag, FRAUD_ENGINE="sklearn")
     rows = [tx_body(stand_in, i) for i in range(30)]
     with httpx.Client(base_url=srv.url, headers=H, timeout=10) as c:
+        info = c.get("/model_info").json()
+        assert (info["engine"], info["adaptive_batching"]) == ("sklearn", True)  # "auto" for sklearn
         batch = c.post("/fraud_score/batch", json={"transactions": rows})
         assert batch.status_code == 200
-        assert [v["fraud_score"] for v in batch.json()] == [
-            c.post("/fraud_score", json=r).json()["fraud_score"] for r in rows]
-        assert "adaptive_batch_size_count" not in c.get("/metrics").text
+        singles = [c.post("/fraud_score", json=r).json() for r in rows]
+    assert batch.json() == singles
+    onnx = OnnxForest(artifact.load(trained.tag).model_bytes).predict_proba(stand_in.X[:30])
+    assert max(abs(v["fraud_probability"] - p) for v, p in zip(singles, onnx, strict=True)) < 2e-6

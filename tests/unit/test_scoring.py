@@ -1,8 +1,11 @@
+import asyncio
+import importlib.util
+
 import numpy as np
 import pytest
 
 from fraudscore.features import FEATURES
-from fraudscore.schemas import TransactionIn
+from fraudscore.schemas import FraudScoreOut, TransactionIn
 from fraudscore.scoring import ModelUnavailable, ScoringPipeline, check_configuration
 from fraudscore.settings import ConfigError, Settings
 from tests.conftest import tx_body
@@ -12,15 +15,47 @@ def _settings(**kw) -> Settings:
     return Settings(_env_file=None, **kw)
 
 
-def test_pipeline_scores_like_the_model_and_keeps_order(trained, stand_in):
-    pipeline = ScoringPipeline.load(_settings(model_tag=trained.tag))
+@pytest.mark.parametrize("engine", ["onnx", "sklearn"])
+@pytest.mark.parametrize("batching", [False, True])
+def test_pipeline_scores_like_the_model_and_keeps_order(trained, stand_in, engine, batching):
+    pipeline = ScoringPipeline.load(_settings(model_tag=trained.tag, engine=engine,
+                                              adaptive_batching=batching))
     assert pipeline.ready and pipeline.unavailable_reason is None
+    assert pipeline.scorer.forest.engine == engine
+    assert pipeline.scorer.model_info().adaptive_batching is batching
     rows = [TransactionIn(**tx_body(stand_in, i, transaction_id=str(i))) for i in range(50)]
-    verdicts = pipeline.scorer.score(rows)
-    assert [v.transaction_id for v in verdicts] == [str(i) for i in range(50)]
+    verdicts = asyncio.run(pipeline.score_transactions(rows))
+    assert [v["transaction_id"] for v in verdicts] == [str(i) for i in range(50)]
+    for v in verdicts:  # the edge sends these dicts as they are: they must be the declared schema
+        assert FraudScoreOut.model_validate(v).model_dump(exclude_none=True) == v
     proba = pipeline.scorer.forest.predict_proba(stand_in.X[:50])
-    assert np.allclose([v.fraud_probability for v in verdicts], proba, atol=1e-6)
-    assert [v.fraud_score for v in verdicts] == np.rint(proba * 100).astype(int).tolist()
+    assert np.allclose([v["fraud_probability"] for v in verdicts], proba, atol=1e-6)
+    assert [v["fraud_score"] for v in verdicts] == np.rint(proba * 100).astype(int).tolist()
+    block = pipeline.scorer.thresholds.block
+    assert [v["decision"] for v in verdicts] == [pipeline.scorer.thresholds.decide(v["fraud_score"])
+                                                 for v in verdicts]
+    assert [v["is_fraud"] for v in verdicts] == [v["fraud_score"] >= block for v in verdicts]
+
+
+def test_both_engines_give_the_same_probabilities(trained, stand_in):
+    onnx = ScoringPipeline.load(_settings(model_tag=trained.tag, engine="onnx")).scorer.forest
+    sklearn = ScoringPipeline.load(_settings(model_tag=trained.tag, engine="sklearn")).scorer.forest
+    assert np.abs(onnx.predict_proba(stand_in.X[:500]) - sklearn.predict_proba(stand_in.X[:500])).max() < 1e-5
+
+
+def test_auto_batching_follows_the_engine():
+    assert _settings(engine="sklearn").batching_enabled
+    assert not _settings(engine="onnx").batching_enabled
+    assert _settings(engine="onnx", adaptive_batching=True).batching_enabled
+    assert not _settings(engine="sklearn", adaptive_batching=False).batching_enabled
+
+
+def test_sklearn_engine_without_its_libraries_refuses_to_start(trained, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "skops" else real(name, *a))
+    with pytest.raises(ConfigError, match="FRAUD_ENGINE=sklearn needs"):
+        check_configuration(_settings(model_tag=trained.tag, engine="sklearn"))
 
 
 def test_missing_model_leaves_the_pipeline_unready_with_a_reason():

@@ -1,0 +1,46 @@
+"""Adaptive batching of model calls inside a worker, with BentoML's own dispatcher.
+
+Concurrent requests hand their feature rows to :class:`ModelBatcher`; BentoML's ``CorkDispatcher``
+(the algorithm behind ``@bentoml.api(batchable=True)``) decides, from the call costs it measures,
+how long to hold them, then runs ONE model call over the rows of several requests (at most
+``FRAUD_BATCH_MAX_ITEMS``) and hands each request its own slice. Used in-process, it merges calls
+from ``/fraud_score``, ``/v1/fraud-score`` and ``/fraud_score/batch`` alike, without the internal
+HTTP hop that a single-object endpoint would need to reach a batchable one (BentoML issue #5540).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from bentoml._internal.marshal.dispatcher import CorkDispatcher
+
+# CorkDispatcher's max latency is a shedding threshold, not a wait window: past it, queued calls are
+# cancelled. It is set far above traffic.timeout (configuration.yaml) so the dispatcher never sheds
+# before BentoML's timeout answers 504.
+MAX_LATENCY_MS = 30_000
+
+
+class Overloaded(RuntimeError):
+    """The dispatcher dropped the call (its queue could not be served in time)."""
+
+
+class ModelBatcher:
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_rows: int) -> None:
+        self._predict = predict
+        dispatcher = CorkDispatcher(
+            max_latency_in_ms=MAX_LATENCY_MS, max_batch_size=max_rows,
+            fallback=lambda: None, get_batch_size=len, batch_dim=(0, 0),
+        )
+        self._call = dispatcher(self._merged)
+
+    async def _merged(self, matrices: Sequence[np.ndarray]) -> list[np.ndarray]:
+        X = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
+        proba = self._predict(X)
+        return np.split(proba, np.cumsum([len(m) for m in matrices[:-1]]))
+
+    async def __call__(self, X: np.ndarray) -> np.ndarray:
+        proba = await self._call(X)
+        if proba is None:
+            raise Overloaded("the batching queue was cancelled before this call ran")
+        return proba

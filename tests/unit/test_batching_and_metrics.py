@@ -1,0 +1,83 @@
+"""Adaptive batching merges concurrent model calls without mixing up rows; bulk histogram updates
+equal one-by-one observations; the skops loader refuses types it does not know."""
+
+import asyncio
+import io
+import time
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+
+from fraudscore.batching import ModelBatcher
+from fraudscore.metrics import observe_many
+from fraudscore.model import SklearnForest
+
+
+def test_concurrent_calls_are_merged_and_each_gets_its_own_rows():
+    calls: list[int] = []
+
+    def predict(X: np.ndarray) -> np.ndarray:
+        calls.append(len(X))
+        time.sleep(0.002)  # a model call long enough for requests to queue behind it
+        return X[:, 0] * 2.0
+
+    async def run() -> list[np.ndarray]:
+        batcher = ModelBatcher(predict, max_rows=64)
+        inputs = [np.full((1 + i % 5, 30), float(i)) for i in range(120)]
+        outs = await asyncio.gather(*(batcher(X) for X in inputs))
+        for X, out in zip(inputs, outs, strict=True):
+            assert np.array_equal(out, X[:, 0] * 2.0)  # its own rows, in order
+        return inputs
+
+    inputs = asyncio.run(run())
+    assert sum(calls) == sum(len(X) for X in inputs)
+    assert max(calls) > 5, calls  # rows of several requests went through one call
+    assert max(calls) <= 64  # never above the cap
+    assert len(calls) < len(inputs)
+
+
+def test_a_model_error_reaches_every_caller_of_the_merged_call():
+    def predict(X):
+        raise ValueError("model exploded")
+
+    async def run():
+        batcher = ModelBatcher(predict, max_rows=10)
+        return await asyncio.gather(*(batcher(np.zeros((1, 30))) for _ in range(3)), return_exceptions=True)
+
+    assert all(isinstance(r, ValueError) for r in asyncio.run(run()))
+
+
+def test_observe_many_equals_observing_one_by_one():
+    values = np.array([0, 1, 1, 2, 3, 7, 10, 11, 50, 99, 100, 100, 250])
+    one, many = CollectorRegistry(), CollectorRegistry()
+    buckets = (1, 2, 5, 10, 20, 50, 100)
+    h1 = Histogram("h", "x", buckets=buckets, registry=one)
+    h2 = Histogram("h", "x", buckets=buckets, registry=many)
+    for v in values:
+        h1.observe(float(v))
+    observe_many(h2, values)
+    samples = lambda reg: sorted((s.name, tuple(s.labels.items()), s.value)  # noqa: E731
+                                 for m in reg.collect() for s in m.samples if not s.name.endswith("_created"))
+    assert samples(one) == samples(many)
+
+
+def _skops(obj) -> bytes:
+    import skops.io as sio
+
+    buf = io.BytesIO()
+    sio.dump(obj, buf)
+    return buf.getvalue()
+
+
+def test_skops_loader_refuses_unknown_types_and_other_models():
+    from sklearn.preprocessing import FunctionTransformer
+    from sklearn.tree import DecisionTreeClassifier
+
+    # a callable inside the file is how a skops payload would run code: refused before it is built
+    with pytest.raises(ValueError, match="types this service does not load"):
+        SklearnForest(_skops(FunctionTransformer(func=print)))
+    rng = np.random.default_rng(0)
+    tree = DecisionTreeClassifier().fit(rng.normal(size=(20, 30)), np.arange(20) % 2)
+    with pytest.raises(ValueError, match="RandomForestClassifier"):
+        SklearnForest(_skops(tree))
