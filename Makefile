@@ -14,7 +14,7 @@ export UV_PYTHON_DOWNLOADS := never
 # use the machine's CA store (a TLS-inspecting proxy adds its own CA there)
 export UV_SYSTEM_CERTS := true
 
-.PHONY: serve train test test-fast build lint requirements clean
+.PHONY: serve train test test-fast build lint requirements clean bench loadtest
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -52,6 +52,20 @@ build: $(VENV)/.synced requirements.txt
 requirements.txt: uv.lock | $(UV)
 	$(UV) export --frozen --no-dev --no-hashes --no-emit-project --format requirements-txt -o $@ --quiet
 requirements: requirements.txt
+
+## bench: the service under load, engines / batching / concurrency / endpoints side by side (wrk)
+bench: $(VENV)/.synced
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+## loadtest: the release gate (Locust): p99 <= LOADTEST_P99_MS and no failure, else exit 1;
+## starts the service here, or targets HOST=https://... (a URL; FRAUD_API_KEY set)
+LOADTEST_USERS ?= 40
+LOADTEST_SPAWN_RATE ?= 20
+LOADTEST_DURATION ?= 60s
+LOADTEST_P99_MS ?= 200
+loadtest: $(VENV)/.synced
+	$(BIN)/python loadtest/gate.py --users $(LOADTEST_USERS) --spawn-rate $(LOADTEST_SPAWN_RATE) \
+	  --duration $(LOADTEST_DURATION) --p99-ms $(LOADTEST_P99_MS) $(if $(findstring ://,$(HOST)),--host $(HOST))
 
 lint: $(VENV)/.synced
 	$(BIN)/ruff check .
