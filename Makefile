@@ -14,7 +14,7 @@ export UV_PYTHON_DOWNLOADS := never
 # use the machine's CA store (a TLS-inspecting proxy adds its own CA there)
 export UV_SYSTEM_CERTS := true
 
-.PHONY: serve train test test-fast build lint requirements clean bench loadtest
+.PHONY: serve train test test-fast build lint requirements clean bench loadtest container container-test
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -67,8 +67,20 @@ loadtest: $(VENV)/.synced
 	$(BIN)/python loadtest/gate.py --users $(LOADTEST_USERS) --spawn-rate $(LOADTEST_SPAWN_RATE) \
 	  --duration $(LOADTEST_DURATION) --p99-ms $(LOADTEST_P99_MS) $(if $(findstring ://,$(HOST)),--host $(HOST))
 
+IMAGE ?= fraud_scorer:latest
+
+## container: the bento, then its OCI image $(IMAGE) (Docker if an engine runs, else buildah)
+container: build
+	BENTO_BUILD=0 deploy/container/build.sh "$(IMAGE)"
+
+## container-test: build the image and smoke-test it read-only (CI runs it after the tests)
+container-test: container
+	SMOKE_BUILD=0 deploy/container/smoke.sh "$(IMAGE)"
+
+## lint: ruff; cfn-lint on deploy/ and actionlint on .github/workflows/ (deploy/lint.sh)
 lint: $(VENV)/.synced
 	$(BIN)/ruff check .
+	bash deploy/lint.sh
 
 clean:
 	rm -rf .venv .tools .pytest_cache results
