@@ -2,8 +2,7 @@
 
 Plain ``prometheus_client`` (BentoML 1.4 deprecates ``bentoml.metrics``): in a worker of
 ``bentoml serve`` PROMETHEUS_MULTIPROC_DIR is set, so these land in the multiprocess directory and
-``/metrics`` serves them beside BentoML's own (``bentoml_service_request_*``,
-``bentoml_service_adaptive_batch_size``).
+``/metrics`` serves them beside BentoML's own (``bentoml_service_request_*``).
 """
 
 from __future__ import annotations

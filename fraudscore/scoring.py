@@ -17,7 +17,7 @@ import numpy as np
 
 from . import metrics
 from .artifact import ONNX_FILE, SKOPS_FILE, ArtifactError, LoadedArtifact, load
-from .batching import ModelBatcher
+from .batching import MERGE_BELOW_ROWS, ModelBatcher
 from .features import FEATURES
 from .metrics import observe_many
 from .model import Forest, OnnxForest, SklearnForest
@@ -99,7 +99,7 @@ class Scorer:
             top_feature_importances=dict(list(art.serving["feature_importances"].items())[:10]),
             versions=art.metadata["versions"],
             batch_max_items=settings.batch_max_items,
-            adaptive_batching=settings.batching_enabled,
+            adaptive_batching=settings.adaptive_batching,
         )
 
     def model_info(self) -> ModelInfoOut:
@@ -169,7 +169,7 @@ class ScoringPipeline:
             log.warning("model unavailable, serving 503 until restarted: %s", reason)
             return cls(None, reason[:500])
         batcher = ModelBatcher(scorer.predict, settings.batch_max_items) \
-            if settings.batching_enabled else None
+            if settings.adaptive_batching else None
         log.info("loaded %s with %s (block >= %d, review >= %d, adaptive batching %s)", scorer.version,
                  scorer.forest.engine, scorer.thresholds.block, scorer.thresholds.review,
                  "on" if batcher else "off")
@@ -191,5 +191,8 @@ class ScoringPipeline:
         n = len(transactions)
         X = np.fromiter(chain.from_iterable(map(_features, transactions)), np.float64, n * len(FEATURES))
         X = X.reshape(n, len(FEATURES))
-        proba = scorer.predict(X) if self._batcher is None else await self._batcher(X)
+        if self._batcher is None or n >= MERGE_BELOW_ROWS:
+            proba = scorer.predict(X)
+        else:
+            proba = await self._batcher(X)
         return scorer.verdicts(X, proba, [tx.transaction_id for tx in transactions])

@@ -53,16 +53,9 @@ class Settings(BaseSettings):
     docs_public: bool = False
     # "onnx" (ONNX Runtime, the default and the only engine in the bento) or "sklearn".
     engine: Literal["onnx", "sklearn"] = "onnx"
-    # Merge concurrent model calls (fraudscore/batching.py). "auto": on for the scikit-learn
-    # engine, whose calls cost ~4 ms whatever the rows, off for ONNX Runtime, whose calls cost
-    # microseconds (measured: README, Performance).
-    adaptive_batching: Literal["auto"] | bool = "auto"
-
-    @property
-    def batching_enabled(self) -> bool:
-        if self.adaptive_batching == "auto":
-            return self.engine == "sklearn"
-        return bool(self.adaptive_batching)
+    # Merge the model calls of concurrent small requests (fraudscore/batching.py); measured
+    # worth it with both engines (README, Adaptive batching).
+    adaptive_batching: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

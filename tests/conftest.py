@@ -20,7 +20,7 @@ os.environ.update({
 })
 for var in ("FRAUD_API_KEYS_FILE", "FRAUD_MODEL_TAG", "FRAUD_DECISION_THRESHOLD",
             "FRAUD_REVIEW_THRESHOLD", "FRAUD_BATCH_MAX_ITEMS", "FRAUD_MAX_BODY_BYTES",
-            "FRAUD_ADAPTIVE_BATCHING", "FRAUD_DOCS_PUBLIC", "BENTOML_CONFIG"):
+            "FRAUD_ADAPTIVE_BATCHING", "FRAUD_DOCS_PUBLIC", "FRAUD_ENGINE", "BENTOML_CONFIG"):
     os.environ.pop(var, None)
 (_HOME / "prometheus").mkdir()
 

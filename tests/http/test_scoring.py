@@ -159,3 +159,12 @@ def test_x_api_key_wins_over_bearer_whatever_the_header_order(client, stand_in):
     for headers in ([("X-API-Key", KEY), ("Authorization", f"Bearer {wrong}")],
                     [("Authorization", f"Bearer {wrong}"), ("X-API-Key", KEY)]):
         assert client.post("/fraud_score", json=body, headers=headers).status_code == 200
+
+
+def test_the_service_replaces_bentomls_timeout_middleware(client):
+    from bentoml._internal.server.http import traffic
+
+    from fraudscore import bentoml_fixes
+
+    # base_app.middlewares imports TimeoutMiddleware from bentoml's traffic module when it builds
+    assert traffic.TimeoutMiddleware is bentoml_fixes.TimeoutMiddleware

@@ -57,10 +57,8 @@ def _declared_size_status(url: str, path: str, length: int) -> int:
 @pytest.fixture(scope="class")
 def server(trained, tmp_path_factory):
     # pinned: the corrupt-model test registers a newer model, which becomes :latest
-    # Adaptive batching on (the default is off for ONNX): every test here then also checks that
-    # merged model calls give each request exactly its own answers.
     srv = start_server(tmp_path_factory.mktemp("healthy") / "server.log", workers=2,
-                       FRAUD_MODEL_TAG=trained.tag, FRAUD_ADAPTIVE_BATCHING="true")
+                       FRAUD_MODEL_TAG=trained.tag)
     yield srv
     srv.stop()
 

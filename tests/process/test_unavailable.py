@@ -120,14 +120,15 @@ def test_a_review_edge_above_the_learned_block_stops_the_server(trained, tmp_pat
     assert "Traceback" not in done.stdout + done.stderr
 
 
-def test_sklearn_engine_serves_the_same_answers(serve, trained, stand_in):
+def test_sklearn_engine_without_batching_serves_the_same_answers(serve, trained, stand_in):
     from fraudscore.model import OnnxForest
 
-    srv = serve("sklearn", FRAUD_MODEL_TAG=trained.tag, FRAUD_ENGINE="sklearn")
+    srv = serve("sklearn", FRAUD_MODEL_TAG=trained.tag, FRAUD_ENGINE="sklearn",
+                FRAUD_ADAPTIVE_BATCHING="false")
     rows = [tx_body(stand_in, i) for i in range(30)]
     with httpx.Client(base_url=srv.url, headers=H, timeout=10) as c:
         info = c.get("/model_info").json()
-        assert (info["engine"], info["adaptive_batching"]) == ("sklearn", True)  # "auto" for sklearn
+        assert (info["engine"], info["adaptive_batching"]) == ("sklearn", False)
         batch = c.post("/fraud_score/batch", json={"transactions": rows})
         assert batch.status_code == 200
         singles = [c.post("/fraud_score", json=r).json() for r in rows]

@@ -4,6 +4,7 @@ import importlib.util
 import numpy as np
 import pytest
 
+from fraudscore.batching import MERGE_BELOW_ROWS
 from fraudscore.features import FEATURES
 from fraudscore.schemas import FraudScoreOut, TransactionIn
 from fraudscore.scoring import ModelUnavailable, ScoringPipeline, check_configuration
@@ -43,11 +44,24 @@ def test_both_engines_give_the_same_probabilities(trained, stand_in):
     assert np.abs(onnx.predict_proba(stand_in.X[:500]) - sklearn.predict_proba(stand_in.X[:500])).max() < 1e-5
 
 
-def test_auto_batching_follows_the_engine():
-    assert _settings(engine="sklearn").batching_enabled
-    assert not _settings(engine="onnx").batching_enabled
-    assert _settings(engine="onnx", adaptive_batching=True).batching_enabled
-    assert not _settings(engine="sklearn", adaptive_batching=False).batching_enabled
+def test_only_small_calls_are_merged(trained, stand_in):
+    pipeline = ScoringPipeline.load(_settings(model_tag=trained.tag, adaptive_batching=True))
+    merged: list[int] = []
+    batcher = pipeline._batcher
+
+    async def recording(X):
+        merged.append(len(X))
+        return await batcher(X)
+
+    pipeline._batcher = recording
+
+    async def run() -> None:  # one event loop, as in a worker: the dispatcher binds to it
+        for n in (1, MERGE_BELOW_ROWS - 1, MERGE_BELOW_ROWS, 500):
+            rows = [TransactionIn(**tx_body(stand_in, i)) for i in range(n)]
+            assert len(await pipeline.score_transactions(rows)) == n
+
+    asyncio.run(run())
+    assert merged == [1, MERGE_BELOW_ROWS - 1]  # big requests go straight to the model
 
 
 def test_sklearn_engine_without_its_libraries_refuses_to_start(trained, monkeypatch):
