@@ -26,7 +26,7 @@ from . import metrics
 from .asgi import header, send_json
 from .auth import LEGACY_PREFIX
 from .batching import Overloaded
-from .schemas import LegacyTransactionIn, TransactionIn
+from .schemas import LegacyFraudScoreOut, LegacyTransactionIn, TransactionIn
 from .scoring import ScoringPipeline
 from .settings import get_settings
 
@@ -123,8 +123,8 @@ class ScoringEdge:
     async def _legacy(self, pipeline: ScoringPipeline, body: bytes) -> tuple[int, Any]:
         tx = LegacyTransactionIn.model_validate_json(body or b"null")  # FastAPI: 'body missing'
         (verdict,) = await pipeline.score_transactions([tx])
-        return 200, {"fraud-score": verdict["fraud_score"], "is-fraud": verdict["is_fraud"],
-                     "model-version": verdict["model_version"]}
+        return 200, LegacyFraudScoreOut(fraud_score=verdict["fraud_score"], is_fraud=verdict["is_fraud"],
+                                        model_version=verdict["model_version"]).model_dump(by_alias=True)
 
     def _too_large(self) -> str:
         return f"request body larger than {self.max_body_bytes} bytes"

@@ -118,7 +118,7 @@ class Scorer:
         equal); decisions, scores and out-of-range features are counted."""
         self._record_out_of_range(X)
         scores = to_scores(proba)
-        block, review = self.thresholds.block, self.thresholds.review
+        block, decide = self.thresholds.block, self.thresholds.decide
         if len(scores) == 1:  # the common case: skip the array work below
             self._score_hist.observe(int(scores[0]))
         else:
@@ -126,7 +126,7 @@ class Scorer:
         out = []
         counts = dict.fromkeys(self._decisions, 0)
         for tx_id, p, s in zip(ids, proba.tolist(), scores.tolist(), strict=True):
-            decision = "block" if s >= block else "review" if s >= review else "approve"
+            decision = decide(s)
             counts[decision] += 1
             row = {"fraud_score": s, "fraud_probability": round(p, 6), "is_fraud": s >= block,
                    "decision": decision, "threshold": block, "model_version": self.version}

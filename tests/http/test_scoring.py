@@ -168,3 +168,15 @@ def test_the_service_replaces_bentomls_timeout_middleware(client):
 
     # base_app.middlewares imports TimeoutMiddleware from bentoml's traffic module when it builds
     assert traffic.TimeoutMiddleware is bentoml_fixes.TimeoutMiddleware
+
+
+@pytest.mark.parametrize("path", ["/fraud_score", "/fraud_score/batch", "/v1/fraud-score"])
+def test_scoring_routes_answer_other_methods_with_405(client, auth, path):
+    r = client.get(path, headers=auth)
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
+def test_answers_are_compact_json(client, auth, stand_in):
+    r = client.post("/fraud_score", json=tx_body(stand_in, 0), headers=auth)
+    assert r.status_code == 200 and b", " not in r.content and b'":' in r.content
+    assert int(r.headers["content-length"]) == len(r.content)
