@@ -55,6 +55,10 @@ class FraudScorer:
     def __is_ready__(self) -> bool:
         return self.pipeline.ready
 
+    @bentoml.on_shutdown
+    def close(self) -> None:
+        self.pipeline.close()
+
     # Over HTTP, ScoringEdge answers these routes before BentoML's router (see fraudscore/edge.py);
     # the declarations give the OpenAPI schema and BentoML's clients, and the methods give the same
     # answers to in-process callers.

@@ -41,8 +41,7 @@ class LoadedArtifact:
     path: Path
     metadata: dict[str, Any]
     serving: dict[str, Any]
-    model_file: str  # ONNX_FILE or SKOPS_FILE: the one the chosen engine runs
-    model_bytes: bytes
+    model_bytes: bytes  # of ONNX_FILE or SKOPS_FILE: the one the chosen engine runs
 
 
 def register(files: dict[str, bytes], metadata: dict[str, Any], labels: dict[str, str]) -> str:
@@ -99,4 +98,4 @@ def load(tag: str, model_file: str = ONNX_FILE) -> LoadedArtifact:
         serving = json.loads(verified[SERVING_FILE])
     except ValueError:
         raise ArtifactError(f"model {model.tag}: {SERVING_FILE} is not valid JSON") from None
-    return LoadedArtifact(str(model.tag), root, metadata, serving, model_file, verified[model_file])
+    return LoadedArtifact(str(model.tag), root, metadata, serving, verified[model_file])

@@ -11,6 +11,7 @@ HTTP hop that a single-object endpoint would need to reach a batchable one (Bent
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -34,11 +35,26 @@ class Overloaded(RuntimeError):
 class ModelBatcher:
     def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_rows: int) -> None:
         self._predict = predict
-        dispatcher = CorkDispatcher(
-            max_latency_in_ms=MAX_LATENCY_MS, max_batch_size=max_rows,
+        self._max_rows = max_rows
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._dispatcher: CorkDispatcher | None = None
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A CorkDispatcher belongs to the event loop it first runs on (its queue, condition and
+        # controller task): one per loop (a worker has one; tests and in-process callers may not).
+        self.close()
+        self._dispatcher = CorkDispatcher(
+            max_latency_in_ms=MAX_LATENCY_MS, max_batch_size=self._max_rows,
             fallback=lambda: None, get_batch_size=len, batch_dim=(0, 0),
         )
-        self._call = dispatcher(self._merged)
+        self._call = self._dispatcher(self._merged)
+        self._loop = loop
+
+    def close(self) -> None:
+        """Stop the dispatcher's controller task and cancel what is queued."""
+        if self._dispatcher is not None:
+            self._dispatcher.shutdown()
+            self._dispatcher = None
 
     async def _merged(self, matrices: Sequence[np.ndarray]) -> list[np.ndarray]:
         X = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
@@ -46,7 +62,13 @@ class ModelBatcher:
         return np.split(proba, np.cumsum([len(m) for m in matrices[:-1]]))
 
     async def __call__(self, X: np.ndarray) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind(loop)
         proba = await self._call(X)
-        if proba is None:
+        if proba is None:  # the dispatcher turns a cancellation into its fallback
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError  # this request was cancelled (timeout): not overload
             raise Overloaded("the batching queue was cancelled before this call ran")
         return proba

@@ -6,7 +6,10 @@ of its context (with the OpenTelemetry span and everything the span holds) alive
 timeout, so at 1,000 requests/s with a 10 s timeout a worker carries some 300,000 extra objects,
 and every full garbage collection walks them: 100-200 ms pauses every second or two, which were
 the whole p99 of this service. The replacement keeps BentoML's behaviour (504 when no response has
-started within the timeout) and cancels its timer when the request ends.
+started within the timeout) and cancels its timer when the request ends. It also stops waiting
+when the request ends without answering: BentoML's waits out the whole timeout when the app raises
+before its first send (then uvicorn answers 500 and the error is never logged) or returns without
+one (a client that went away).
 """
 
 from __future__ import annotations
@@ -33,13 +36,16 @@ class TimeoutMiddleware(traffic.TimeoutMiddleware):
 
         fut = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
         try:
-            await waiter
-        except TimeoutError:
-            if fut.cancel():
+            await asyncio.wait((waiter, fut), return_when=asyncio.FIRST_COMPLETED)
+            timed_out = waiter.done() and waiter.exception() is not None
+            if timed_out and fut.cancel():
                 body = {"error": f"Not able to process the request in {self.timeout} seconds"}
                 await JSONResponse(body, status_code=504)(scope, receive, send)
-        else:
-            await fut
+            else:
+                await fut  # the answer is on its way, or the app ended: its error propagates
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
         finally:
             timer.cancel()
 

@@ -31,6 +31,7 @@ from .scoring import ScoringPipeline
 from .settings import get_settings
 
 SCORE_PATH = "/fraud_score"
+MAX_ERRORS_SHOWN = 20  # a 3 kB body of 1,000 empty objects has 30,000 errors: answer with the first
 BATCH_PATH = "/fraud_score/batch"
 LEGACY_PATH = "/v1/fraud-score"
 
@@ -99,17 +100,21 @@ class ScoringEdge:
         except ValidationError as exc:
             metrics.REJECTED.labels(reason="invalid_body").inc()
             log.info("rejected invalid request body on %s: %d validation error(s)", path, exc.error_count())
+            errors = exc.errors(include_url=False, include_context=False, include_input=False)
             if legacy:  # FastAPI's 422 shape
                 status, answer = 422, {"detail": [
                     {"type": e["type"], "loc": ["body", *e["loc"]], "msg": e["msg"]}
-                    for e in exc.errors(include_url=False, include_context=False, include_input=False)]}
+                    for e in errors[:MAX_ERRORS_SHOWN]]}
             else:
                 status, answer = 400, {
                     "error": f"{exc.error_count()} validation error(s) for {exc.title}",
-                    "detail": exc.errors(include_url=False, include_context=False, include_input=False)}
+                    "detail": errors[:MAX_ERRORS_SHOWN]}
         except Overloaded as exc:
             metrics.REJECTED.labels(reason="overloaded").inc()
             status, answer = 503, {"error": "overloaded", "detail": str(exc)}
+        except Exception:  # the model or our code failed: a server error, logged with its cause
+            log.exception("scoring failed on %s", path)
+            status, answer = 500, {"error": "internal error: scoring failed (see the server log)"}
         await send_json(send, status, answer)
 
     async def _score(self, pipeline: ScoringPipeline, body: bytes) -> tuple[int, Any]:

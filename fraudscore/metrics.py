@@ -23,7 +23,7 @@ SCORES = Histogram(
 )
 INFERENCE_SECONDS = Histogram(
     name="fraud_model_inference_seconds",
-    documentation="Time spent in the ONNX model per call (one call scores one or many rows)",
+    documentation="Time spent in the model per call (one call scores one or many rows)",
     labelnames=["model_version"],
     buckets=(0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05),
 )

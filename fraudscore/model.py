@@ -15,7 +15,6 @@ import numpy as np
 
 from .features import FEATURES
 
-ENGINES = ("onnx", "sklearn")
 # The only types a skops file of ours may contain beyond skops' own defaults (scikit-learn's
 # forest and tree classes, numpy arrays): anything else is refused before it is built.
 SKOPS_TRUSTED = ("sklearn.tree._tree.Tree",)

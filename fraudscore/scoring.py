@@ -179,6 +179,10 @@ class ScoringPipeline:
     def ready(self) -> bool:
         return self._scorer is not None
 
+    def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
+
     @property
     def scorer(self) -> Scorer:
         if self._scorer is None:

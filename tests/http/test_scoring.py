@@ -180,3 +180,24 @@ def test_answers_are_compact_json(client, auth, stand_in):
     r = client.post("/fraud_score", json=tx_body(stand_in, 0), headers=auth)
     assert r.status_code == 200 and b", " not in r.content and b'":' in r.content
     assert int(r.headers["content-length"]) == len(r.content)
+
+
+def test_a_failing_model_is_a_logged_500_at_once(client, auth, stand_in, monkeypatch, caplog):
+    from fraudscore.model import OnnxForest
+
+    def boom(self, X):
+        raise RuntimeError("onnxruntime fell over")
+
+    monkeypatch.setattr(OnnxForest, "predict_proba", boom)
+    for path, body in (("/fraud_score", tx_body(stand_in, 0)),
+                       ("/fraud_score/batch", {"transactions": [tx_body(stand_in, 0)] * 150})):
+        r = client.post(path, json=body, headers=auth)
+        assert r.status_code == 500 and "scoring failed" in r.json()["error"]
+    failures = [rec for rec in caplog.records if rec.getMessage().startswith("scoring failed")]
+    assert failures and all(rec.levelname == "ERROR" and rec.exc_info for rec in failures)
+
+
+def test_validation_errors_are_capped_in_the_answer(client, auth):
+    r = client.post("/fraud_score/batch", json={"transactions": [{}] * 1000}, headers=auth)
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("30000 validation error(s)") and len(r.json()["detail"]) == 20

@@ -81,3 +81,24 @@ def test_skops_loader_refuses_unknown_types_and_other_models():
     tree = DecisionTreeClassifier().fit(rng.normal(size=(20, 30)), np.arange(20) % 2)
     with pytest.raises(ValueError, match="RandomForestClassifier"):
         SklearnForest(_skops(tree))
+
+
+def test_a_cancelled_queued_call_is_cancelled_not_overloaded():
+    async def run():
+        batcher = ModelBatcher(lambda X: X[:, 0], max_rows=10)
+        task = asyncio.create_task(batcher(np.zeros((1, 30))))
+        await asyncio.sleep(0)  # queued, not yet dispatched
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (await batcher(np.ones((2, 30)))).tolist() == [1.0, 1.0]  # the batcher still works
+        batcher.close()
+
+    asyncio.run(run())
+
+
+def test_a_batcher_serves_callers_on_a_new_event_loop():
+    batcher = ModelBatcher(lambda X: X[:, 0] + 1, max_rows=10)
+    for _ in range(2):  # a CorkDispatcher is bound to one loop: the batcher makes one per loop
+        assert asyncio.run(batcher(np.zeros((1, 30)))).tolist() == [1.0]
+    batcher.close()

@@ -2,6 +2,7 @@
 
 import asyncio
 
+import pytest
 from bentoml._internal.server.http import traffic
 
 from fraudscore import bentoml_fixes
@@ -51,3 +52,24 @@ def test_no_timer_outlives_its_request():
 def test_a_request_past_the_timeout_still_gets_504():
     sent = asyncio.run(_call(bentoml_fixes.TimeoutMiddleware(_slow, timeout=0.05)))
     assert sent[0]["status"] == 504
+
+
+async def _raises_before_answering(scope, receive, send):
+    raise RuntimeError("model exploded")
+
+
+async def _returns_without_answering(scope, receive, send):
+    return None
+
+
+def test_an_app_error_surfaces_at_once_instead_of_waiting_out_the_timeout():
+    async def run():
+        app = bentoml_fixes.TimeoutMiddleware(_raises_before_answering, timeout=5)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(RuntimeError, match="model exploded"):  # Starlette logs it and answers 500
+            await _call(app)
+        assert asyncio.get_running_loop().time() - started < 1
+        app = bentoml_fixes.TimeoutMiddleware(_returns_without_answering, timeout=5)  # client gone
+        assert await asyncio.wait_for(_call(app), 1) == []
+
+    asyncio.run(run())
