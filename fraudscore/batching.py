@@ -3,10 +3,10 @@
 Concurrent requests hand their feature rows to :class:`ModelBatcher`; BentoML's ``CorkDispatcher``
 (the algorithm behind ``@bentoml.api(batchable=True)``) decides, from the call costs it measures,
 how long to hold them, then runs ONE model call over the rows of several requests (at most
-``FRAUD_BATCH_MAX_ITEMS``) and hands each request its own slice. Calls of ``MERGE_BELOW_ROWS`` rows
-or more go straight to the model. Used in-process, it merges calls
-from ``/fraud_score``, ``/v1/fraud-score`` and ``/fraud_score/batch`` alike, without the internal
-HTTP hop that a single-object endpoint would need to reach a batchable one (BentoML issue #5540).
+``FRAUD_BATCH_MAX_ITEMS``) and hands each request its own slice. The pipeline (scoring.py) sends
+it calls of fewer than ``MERGE_BELOW_ROWS`` rows from every scoring route; bigger ones go straight
+to the model. Used in-process, it needs no internal HTTP hop, which a single-object endpoint would
+need to reach a batchable one (BentoML issue #5540).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class ModelBatcher:
         """Stop the dispatcher's controller task and cancel what is queued."""
         if self._dispatcher is not None:
             self._dispatcher.shutdown()
-            self._dispatcher = None
+            self._dispatcher = self._loop = None  # a later call builds a new one
 
     async def _merged(self, matrices: Sequence[np.ndarray]) -> list[np.ndarray]:
         X = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)

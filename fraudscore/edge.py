@@ -11,7 +11,8 @@ These routes are declared in service.py with ``@bentoml.api`` (schema, OpenAPI, 
 and answered here, before BentoML's router: its per-request endpoint machinery (request object,
 IO descriptors, response object, context) cost ~1 ms of CPU per request, several times the scoring
 itself. Everything outside this step still runs for every request: BentoML's request metrics,
-access log, tracing, timeout and concurrency limit, and our authentication.
+timeout and concurrency limit, its access log and tracing where configuration.yaml turns them on
+for these routes, and our authentication.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from .scoring import ScoringPipeline
 from .settings import get_settings
 
 SCORE_PATH = "/fraud_score"
-MAX_ERRORS_SHOWN = 20  # a 3 kB body of 1,000 empty objects has 30,000 errors: answer with the first
 BATCH_PATH = "/fraud_score/batch"
 LEGACY_PATH = "/v1/fraud-score"
+MAX_ERRORS_SHOWN = 20  # a 3 kB body of 1,000 empty objects has 30,000 errors: answer with the first
 
 log = logging.getLogger("bentoml.fraudscore")
 

@@ -102,3 +102,14 @@ def test_a_batcher_serves_callers_on_a_new_event_loop():
     for _ in range(2):  # a CorkDispatcher is bound to one loop: the batcher makes one per loop
         assert asyncio.run(batcher(np.zeros((1, 30)))).tolist() == [1.0]
     batcher.close()
+
+
+def test_a_closed_batcher_serves_again_on_the_next_call():
+    async def run():
+        batcher = ModelBatcher(lambda X: X[:, 0] + 2, max_rows=10)
+        assert (await batcher(np.zeros((1, 30)))).tolist() == [2.0]
+        batcher.close()
+        assert (await asyncio.wait_for(batcher(np.zeros((1, 30))), 5)).tolist() == [2.0]
+        batcher.close()
+
+    asyncio.run(run())
