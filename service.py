@@ -12,11 +12,12 @@ import gc
 
 import bentoml
 
-from fraudscore import bentoml_fixes, routes
-from fraudscore.auth import ApiKeyMiddleware
-from fraudscore.edge import BATCH_PATH, SCORE_PATH, ScoringEdge
+from fraudscore.edge import info as routes
+from fraudscore.edge.app import BATCH_PATH, SCORE_PATH, ScoringEdge
+from fraudscore.edge.auth import ApiKeyMiddleware
+from fraudscore.ops import bentoml_fixes
 from fraudscore.schemas import FraudScoreOut, TransactionIn, batch_request_model
-from fraudscore.scoring import ScoringPipeline, check_configuration
+from fraudscore.scoring.pipeline import ScoringPipeline, check_configuration
 from fraudscore.settings import ConfigError, get_settings
 
 _settings = get_settings()  # decorator arguments below are fixed when the class is defined
@@ -59,7 +60,7 @@ class FraudScorer:
     def close(self) -> None:
         self.pipeline.close()
 
-    # Over HTTP, ScoringEdge answers these routes before BentoML's router (see fraudscore/edge.py);
+    # Over HTTP, ScoringEdge answers these routes before BentoML's router (see fraudscore/edge/app.py);
     # the declarations give the OpenAPI schema and BentoML's clients, and the methods give the same
     # answers to in-process callers.
     @bentoml.api(route=SCORE_PATH)

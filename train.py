@@ -15,8 +15,8 @@ import sys
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 
-from fraudscore.data import DataError, generate, load_csv  # noqa: E402
-from fraudscore.training import ParityError, TrainConfig, train  # noqa: E402
+from fraudscore.training.data import DataError, generate, load_csv  # noqa: E402
+from fraudscore.training.trainer import ParityError, TrainConfig, train  # noqa: E402
 
 
 def _max_features(v: str) -> str | float:

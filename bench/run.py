@@ -30,9 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fraudscore.data import generate  # noqa: E402
 from fraudscore.devtools import LocalServer, ensure_model  # noqa: E402
 from fraudscore.features import FEATURES  # noqa: E402
+from fraudscore.training.data import generate  # noqa: E402
 
 ENDPOINTS = {"single": ("/fraud_score", 1), "batch": ("/fraud_score/batch", 1000)}
 

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     docs_public: bool = False
     # "onnx" (ONNX Runtime, the default and the only engine in the bento) or "sklearn".
     engine: Literal["onnx", "sklearn"] = "onnx"
-    # Merge the model calls of concurrent small requests (fraudscore/batching.py); measured
+    # Merge the model calls of concurrent small requests (fraudscore/scoring/batching.py); measured
     # worth it with both engines (README, Adaptive batching).
     adaptive_batching: bool = True
 

@@ -4,7 +4,7 @@
     FRAUD_API_KEY=<key> .venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:3000 \\
         --headless -u 40 -r 20 -t 60s              # against a running service, plain Locust
 
-Transactions come from the stand-in generator (fraudscore/data.py), drawn once at start: 4,000
+Transactions come from the stand-in generator (fraudscore/training/data.py), drawn once at start: 4,000
 different ones, 5% of them fraud-like, each sent with a transaction id. Each simulated client
 sends 25 requests/s: 80% ``/fraud_score``, 15% ``/v1/fraud-score`` (the old FastAPI clients),
 5% ``/fraud_score/batch`` with 100 transactions. A non-200 answer, or a 200 whose body is not a
@@ -22,8 +22,8 @@ from pathlib import Path
 from locust import FastHttpUser, constant_throughput, events, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fraudscore.data import generate  # noqa: E402
 from fraudscore.features import FEATURES  # noqa: E402
+from fraudscore.training.data import generate  # noqa: E402
 
 SINGLES: list[bytes] = []
 BATCHES: list[bytes] = []

@@ -26,9 +26,9 @@ for var in ("FRAUD_API_KEYS_FILE", "FRAUD_MODEL_TAG", "FRAUD_DECISION_THRESHOLD"
 
 import pytest  # noqa: E402
 
-from fraudscore.data import generate  # noqa: E402
 from fraudscore.features import FEATURES  # noqa: E402
-from fraudscore.training import TrainConfig, TrainResult, train  # noqa: E402
+from fraudscore.training.data import generate  # noqa: E402
+from fraudscore.training.trainer import TrainConfig, TrainResult, train  # noqa: E402
 
 KEY = "test-key-0123456789abcdef"
 SECOND_KEY = "second-key-0123456789abcdef"

@@ -164,7 +164,7 @@ def test_x_api_key_wins_over_bearer_whatever_the_header_order(client, stand_in):
 def test_the_service_replaces_bentomls_timeout_middleware(client):
     from bentoml._internal.server.http import traffic
 
-    from fraudscore import bentoml_fixes
+    from fraudscore.ops import bentoml_fixes
 
     # base_app.middlewares imports TimeoutMiddleware from bentoml's traffic module when it builds
     assert traffic.TimeoutMiddleware is bentoml_fixes.TimeoutMiddleware
@@ -183,7 +183,7 @@ def test_answers_are_compact_json(client, auth, stand_in):
 
 
 def test_a_failing_model_is_a_logged_500_at_once(client, auth, stand_in, monkeypatch, caplog):
-    from fraudscore.model import OnnxForest
+    from fraudscore.scoring.model import OnnxForest
 
     def boom(self, X):
         raise RuntimeError("onnxruntime fell over")

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from fraudscore import artifact
-from fraudscore.data import generate
-from fraudscore.training import TrainConfig, train
+from fraudscore.training.data import generate
+from fraudscore.training.trainer import TrainConfig, train
 from tests.conftest import KEY, tx_body
 from tests.process.conftest import ROOT, free_port, kill_group, serve_command, server_env
 
@@ -121,7 +121,7 @@ def test_a_review_edge_above_the_learned_block_stops_the_server(trained, tmp_pat
 
 
 def test_sklearn_engine_without_batching_serves_the_same_answers(serve, trained, stand_in):
-    from fraudscore.model import OnnxForest
+    from fraudscore.scoring.model import OnnxForest
 
     srv = serve("sklearn", FRAUD_MODEL_TAG=trained.tag, FRAUD_ENGINE="sklearn",
                 FRAUD_ADAPTIVE_BATCHING="false")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from fraudscore.batching import ModelBatcher
-from fraudscore.metrics import observe_many
-from fraudscore.model import SklearnForest
+from fraudscore.ops.metrics import observe_many
+from fraudscore.scoring.batching import ModelBatcher
+from fraudscore.scoring.model import SklearnForest
 
 
 def test_concurrent_calls_are_merged_and_each_gets_its_own_rows():

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 from bentoml._internal.server.http import traffic
 
-from fraudscore import bentoml_fixes
+from fraudscore.ops import bentoml_fixes
 
 ORIGINAL = traffic.TimeoutMiddleware
 

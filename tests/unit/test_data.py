@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from fraudscore.data import DataError, generate, load_csv, write_csv
 from fraudscore.features import CSV_COLUMNS, FEATURES
+from fraudscore.training.data import DataError, generate, load_csv, write_csv
 
 
 def test_stand_in_is_deterministic_and_seeded():

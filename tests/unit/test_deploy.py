@@ -16,7 +16,7 @@ import pytest
 import yaml
 from cfnlint.decode import decode_str
 
-from fraudscore.auth import PUBLIC_PATHS
+from fraudscore.edge.auth import PUBLIC_PATHS
 from fraudscore.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,10 +4,10 @@ import importlib.util
 import numpy as np
 import pytest
 
-from fraudscore.batching import MERGE_BELOW_ROWS
 from fraudscore.features import FEATURES
 from fraudscore.schemas import FraudScoreOut, TransactionIn
-from fraudscore.scoring import ModelUnavailable, ScoringPipeline, check_configuration
+from fraudscore.scoring.batching import MERGE_BELOW_ROWS
+from fraudscore.scoring.pipeline import ModelUnavailable, ScoringPipeline, check_configuration
 from fraudscore.settings import ConfigError, Settings
 from tests.conftest import tx_body
 

@@ -1,6 +1,6 @@
 import pytest
 
-from fraudscore.auth import ApiKeyCheck
+from fraudscore.edge.auth import ApiKeyCheck
 from fraudscore.settings import ConfigError, Settings
 
 
@@ -80,7 +80,7 @@ def _protected_app(**kwargs):
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
 
-    from fraudscore.auth import ApiKeyMiddleware
+    from fraudscore.edge.auth import ApiKeyMiddleware
 
     async def ok(_):
         return PlainTextResponse("ok")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fraudscore.thresholds import Thresholds, choose, to_scores
+from fraudscore.scoring.thresholds import Thresholds, choose, to_scores
 
 
 def test_scores_are_rounded_percentages_clipped_to_0_100():

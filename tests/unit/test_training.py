@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from fraudscore import artifact
-from fraudscore.data import generate, write_csv
 from fraudscore.features import FEATURES
-from fraudscore.model import OnnxForest
-from fraudscore.training import PARITY_TOLERANCE, ParityError, TrainConfig, train
+from fraudscore.scoring.model import OnnxForest
+from fraudscore.training.data import generate, write_csv
+from fraudscore.training.trainer import PARITY_TOLERANCE, ParityError, TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +48,7 @@ def test_onnx_matches_scikit_learn_within_tolerance(trained, stand_in):
 
 def test_a_model_failing_parity_is_not_registered(monkeypatch):
     before = _count_models()
-    monkeypatch.setattr("fraudscore.training.PARITY_TOLERANCE", -1.0)  # nothing can pass
+    monkeypatch.setattr("fraudscore.training.trainer.PARITY_TOLERANCE", -1.0)  # nothing can pass
     with pytest.raises(ParityError):
         train(generate(5_000, seed=3), progress=False, log=lambda *_: None,
               cfg=TrainConfig(n_estimators=3, n_jobs=1))

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .features import FEATURES
+from ..features import FEATURES
 
 # The only types a skops file of ours may contain beyond skops' own defaults (scikit-learn's
 # forest and tree classes, numpy arrays): anything else is refused before it is built.

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .scoring import ModelUnavailable, ScoringPipeline
+from ..scoring.pipeline import ModelUnavailable, ScoringPipeline
 
 
 def build_app(pipeline: Callable[[], ScoringPipeline]) -> Starlette:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .features import CSV_COLUMNS, FEATURES, LABEL
+from ..features import CSV_COLUMNS, FEATURES, LABEL
 
 FRAUD_RATE = 0.00172
 TIME_SPAN_S = 172_792.0

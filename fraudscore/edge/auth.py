@@ -13,9 +13,9 @@ import hashlib
 import hmac
 from collections.abc import Callable, Iterable
 
-from . import metrics
+from ..ops import metrics
+from ..settings import get_settings
 from .asgi import send_json
-from .settings import get_settings
 
 PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
 DOCS_PATHS = frozenset({"/", "/docs.json", "/schema.json"})

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from . import artifact
+from .. import artifact
+from ..features import FEATURES
+from ..scoring.model import OnnxForest
+from ..scoring.thresholds import Thresholds, choose, to_scores
 from .data import Dataset
-from .features import FEATURES
-from .model import OnnxForest
-from .thresholds import Thresholds, choose, to_scores
 
 PARITY_TOLERANCE = 1e-5
 QUANTILES = (0.001, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999)

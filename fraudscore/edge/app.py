@@ -23,13 +23,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from . import metrics
+from ..ops import metrics
+from ..schemas import LegacyFraudScoreOut, LegacyTransactionIn, TransactionIn
+from ..scoring.batching import Overloaded
+from ..scoring.pipeline import ScoringPipeline
+from ..settings import get_settings
 from .asgi import header, send_json
 from .auth import LEGACY_PREFIX
-from .batching import Overloaded
-from .schemas import LegacyFraudScoreOut, LegacyTransactionIn, TransactionIn
-from .scoring import ScoringPipeline
-from .settings import get_settings
 
 SCORE_PATH = "/fraud_score"
 BATCH_PATH = "/fraud_score/batch"

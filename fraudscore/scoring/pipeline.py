@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from . import metrics
-from .artifact import ONNX_FILE, SKOPS_FILE, ArtifactError, LoadedArtifact, load
+from ..artifact import ONNX_FILE, SKOPS_FILE, ArtifactError, LoadedArtifact, load
+from ..features import FEATURES
+from ..ops import metrics
+from ..ops.metrics import observe_many
+from ..schemas import ModelInfoOut, TransactionIn
+from ..settings import ConfigError, Settings
 from .batching import MERGE_BELOW_ROWS, ModelBatcher
-from .features import FEATURES
-from .metrics import observe_many
 from .model import Forest, OnnxForest, SklearnForest
-from .schemas import ModelInfoOut, TransactionIn
-from .settings import ConfigError, Settings
 from .thresholds import Thresholds, to_scores
 
 # A child of "bentoml" so `bentoml serve` prints it with its own lines.
