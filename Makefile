@@ -26,6 +26,7 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	@touch $@
 
 ## serve: train a default model if the store has none, then serve on http://$(HOST):$(PORT)
+serve: export FRAUD_ENV_FILE ?= .env
 serve: $(VENV)/.synced
 	@$(BIN)/python -m fraudscore.devtools ensure-key
 	@$(BIN)/python -m fraudscore.devtools has-model || $(BIN)/python train.py

@@ -1,9 +1,12 @@
-"""The fraud-scoring BentoML service: HTTP edge only; the work lives in ``fraudscore``.
+"""The fraud-scoring BentoML service: loads the pipeline and wires the edge; the work lives in
+``fraudscore``.
 
     BENTOML_CONFIG=configuration.yaml bentoml serve service:FraudScorer    # or: make serve
 
-Request path: ApiKeyMiddleware (authenticate, auth.py) -> ScoringEdge (receive, validate, score,
-decide, respond, edge.py) -> ScoringPipeline (scoring.py) -> the model (model.py).
+Request path: HardenedProtocol (limits, timeouts; fraudscore/edge/protocol.py) -> BentoML's
+timeout -> Edge (route table, authenticate, rate-limit, read, admit, fraudscore/edge/app.py) ->
+handlers (validate, score, decide, respond; fraudscore/edge/handlers.py) -> ScoringPipeline
+(fraudscore/scoring/pipeline.py) -> the model (fraudscore/scoring/model.py).
 """
 
 from __future__ import annotations
@@ -12,15 +15,18 @@ import gc
 
 import bentoml
 
-from fraudscore.edge import info as routes
-from fraudscore.edge.app import BATCH_PATH, SCORE_PATH, ScoringEdge
-from fraudscore.edge.auth import ApiKeyMiddleware
+from fraudscore.edge import protocol, routes
+from fraudscore.edge.app import Edge
+from fraudscore.edge.keys import load_keys
 from fraudscore.ops import bentoml_fixes
 from fraudscore.schemas import FraudScoreOut, TransactionIn, batch_request_model
 from fraudscore.scoring.pipeline import ScoringPipeline, check_configuration
 from fraudscore.settings import ConfigError, get_settings
 
-_settings = get_settings()  # decorator arguments below are fixed when the class is defined
+try:
+    _settings = get_settings()  # decorator arguments below are fixed when the class is defined
+except ConfigError as exc:
+    raise SystemExit(f"error: {exc}") from None
 BatchRequestIn = batch_request_model(_settings.batch_max_items)
 
 
@@ -28,8 +34,12 @@ def _pipeline() -> ScoringPipeline:
     return bentoml.get_current_service().pipeline
 
 
-@bentoml.asgi_app(routes.build_app(_pipeline), path="/")
-@bentoml.service
+@bentoml.service(
+    # Request metrics come from the edge, labelled by route template (BentoML's used raw paths).
+    metrics={"enabled": False},
+    # The scoring path is never traced (a span costs ~25% of its CPU even when nothing exports).
+    tracing={"excluded_urls": routes.untraced_paths()},
+)
 class FraudScorer:
     """Real-time credit-card fraud scoring."""
 
@@ -38,7 +48,9 @@ class FraudScorer:
         """Runs once in `bentoml serve`'s main process, before any worker: a bad setting stops
         the server here instead of making every worker fail and restart."""
         try:
-            check_configuration(get_settings())
+            settings = get_settings()
+            load_keys(settings)  # no key, or a malformed key file: refuse to start
+            check_configuration(settings)
         except ConfigError as exc:
             raise SystemExit(f"error: {exc}") from None
 
@@ -60,16 +72,16 @@ class FraudScorer:
     def close(self) -> None:
         self.pipeline.close()
 
-    # Over HTTP, ScoringEdge answers these routes before BentoML's router (see fraudscore/edge/app.py);
-    # the declarations give the OpenAPI schema and BentoML's clients, and the methods give the same
-    # answers to in-process callers.
-    @bentoml.api(route=SCORE_PATH)
+    # Over HTTP the edge answers these routes (fraudscore/edge/handlers.py); the declarations give
+    # BentoML's clients their schema (/schema.json), and the methods give the same answers to
+    # in-process callers.
+    @bentoml.api(route="/fraud_score")
     async def fraud_score(self, transaction: TransactionIn, /) -> FraudScoreOut:
         """Score one transaction: a 0-100 score, the probability, and approve / review / block."""
         (verdict,) = await self.pipeline.score_transactions([transaction])
         return FraudScoreOut(**verdict)
 
-    @bentoml.api(route=BATCH_PATH, input_spec=BatchRequestIn)
+    @bentoml.api(route="/fraud_score/batch", input_spec=BatchRequestIn)
     async def fraud_score_batch(self, transactions: list[TransactionIn]) -> list[FraudScoreOut]:
         """Score many transactions, `{"transactions": [...]}` (up to FRAUD_BATCH_MAX_ITEMS); the
         answer is a list in input order, each item identical to scoring that transaction alone."""
@@ -77,6 +89,5 @@ class FraudScorer:
 
 
 bentoml_fixes.install()
-# The first middleware added is the outermost: authenticate before anything else.
-FraudScorer.add_asgi_middleware(ApiKeyMiddleware)
-FraudScorer.add_asgi_middleware(ScoringEdge, pipeline=_pipeline, batch_model=BatchRequestIn)
+protocol.install(_settings)
+FraudScorer.add_asgi_middleware(Edge, pipeline=_pipeline, batch_model=BatchRequestIn)

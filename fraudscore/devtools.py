@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .edge.keys import load_keys
 from .settings import ConfigError, NoApiKey, env_file, get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,32 +29,44 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def ensure_key() -> int:
     """Generate a key only when none is configured anywhere; never replace the user's own."""
+    path = env_file()
+    if path is None:
+        print("error: ensure-key writes into FRAUD_ENV_FILE, which is not set", file=sys.stderr)
+        return 1
+    if not path.exists():
+        _write_private(path, "")
+    get_settings.cache_clear()
     try:
-        get_settings().resolved_api_keys()
-        print("API key: configured (environment, env file or FRAUD_API_KEYS_FILE)")
+        load_keys(get_settings())
+        print(f"API key: configured (environment, {path} or FRAUD_API_KEYS_FILE)")
         return 0
     except NoApiKey:
         pass
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    path = env_file()
-    if path is None:
-        print("error: no API key configured and FRAUD_ENV_FILE is empty", file=sys.stderr)
-        return 1
-    lines = path.read_text().splitlines() if path.exists() else []
-    lines = [ln for ln in lines if not ln.startswith("FRAUD_API_KEYS=")]
+    lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("FRAUD_API_KEYS=")]
     lines.append(f"FRAUD_API_KEYS={secrets.token_urlsafe(32)}")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # never world-readable
-    with os.fdopen(fd, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    os.chmod(path, 0o600)
+    _write_private(path, "\n".join(lines) + "\n")
     print(
         f"No API key was configured: generated a development key into {path} (git-ignored).\n"
         f"Use it as:  export FRAUD_API_KEY=$(sed -n 's/^FRAUD_API_KEYS=//p' {path} | cut -d, -f1)\n"
         '            curl -H "X-API-Key: $FRAUD_API_KEY" ...'
     )
     return 0
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` through a file that is 0600 from its creation."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def has_model() -> int:

@@ -7,7 +7,7 @@ strings (including "NaN"), booleans, null, nested values, NaN/Infinity literals 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -41,7 +41,8 @@ class TransactionIn(_TransactionFeatures):  # type: ignore[misc,valid-type]
     """One card transaction: Time, V1..V28 and Amount, plus an optional id echoed back."""
 
     model_config = _STRICT
-    transaction_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    transaction_id: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        default=None, description="Your id for the transaction (or null), echoed back")
 
 
 class LegacyTransactionIn(TransactionIn):
@@ -51,12 +52,16 @@ class LegacyTransactionIn(TransactionIn):
 
 
 def batch_request_model(max_items: int) -> type[BaseModel]:
-    """``{"transactions": [...]}`` with 1 to ``max_items`` items and no other field."""
+    """``{"transactions": [...]}`` with 1 to ``max_items`` items and no other field.
+
+    Validation stops at the first invalid transaction (``fail_fast``): a small body of many empty
+    objects would otherwise cost a validation error per missing field of every item."""
     return create_model(
         "BatchRequestIn",
         __config__=ConfigDict(strict=True, extra="forbid", frozen=True),
         __doc__="Transactions to score in one request; answered in the same order.",
-        transactions=(Annotated[list[TransactionIn], Field(min_length=1, max_length=max_items)], ...),
+        transactions=(Annotated[list[TransactionIn], Field(min_length=1, max_length=max_items,
+                                                            fail_fast=True)], ...),
     )
 
 
@@ -98,3 +103,24 @@ class ModelInfoOut(BaseModel):
     versions: dict[str, str]
     batch_max_items: int
     adaptive_batching: bool
+
+
+class ReadinessOut(BaseModel):
+    """``GET /readyz``: ready (200) with the model in service, or unavailable (503) and why."""
+
+    status: Literal["ready", "unavailable"]
+    model_version: str | None = None
+    reason: str | None = None
+
+
+class ErrorOut(BaseModel):
+    """Every error of the native routes."""
+
+    error: str
+    detail: Any = None
+
+
+class LegacyErrorOut(BaseModel):
+    """Every error of ``/v1/fraud-score``, as FastAPI answered: a message, or 422's list."""
+
+    detail: str | list[dict[str, Any]]

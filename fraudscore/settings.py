@@ -1,21 +1,29 @@
-"""One settings object, read from the environment (and a git-ignored ``.env``), failing closed.
+"""One settings object, read from the environment, failing closed.
 
 Every variable is prefixed ``FRAUD_`` except ``API_KEY``, which the FastAPI service this replaces
-read and which is still honoured. ``get_settings()`` builds it once per process; tests call
-``get_settings.cache_clear()`` after changing the environment.
+read and which is still honoured. No dotenv file is read unless ``FRAUD_ENV_FILE`` names one (the
+developer commands, ``make serve``, set it to ``.env``): a ``bentoml serve`` started from any folder
+never picks up a stray ``.env``. A ``FRAUD_*`` variable that is not a setting (a typo such as
+``FRAUD_DECISION_TRESHOLD``) stops the start with a message naming it. ``get_settings()`` builds
+the object once per process; tests call ``get_settings.cache_clear()`` after changing the
+environment.
 """
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_KEY_LENGTH = 16
+# FRAUD_* names that clients and the developer commands read, not the service.
+CLIENT_VARIABLES = frozenset({"FRAUD_API_KEY", "FRAUD_ENV_FILE"})
 
 
 class ConfigError(RuntimeError):
@@ -27,35 +35,77 @@ class NoApiKey(ConfigError):
 
 
 def env_file() -> Path | None:
-    """The dotenv file settings are read from: FRAUD_ENV_FILE, default ./.env ("" for none)."""
-    name = os.environ.get("FRAUD_ENV_FILE", ".env")
+    """The dotenv file settings are read from: FRAUD_ENV_FILE, default none."""
+    name = os.environ.get("FRAUD_ENV_FILE", "")
     return Path(name) if name else None
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FRAUD_", env_file=".env", extra="ignore")
+def check_rate(value: str | None, setting: str) -> str | None:
+    """A rate such as "2000/second" or "20 per minute" (the `limits` notation); "off" = none."""
+    if value is None or value.strip().lower() in ("", "off", "none"):
+        return None
+    from limits import parse
 
-    # Comma-separated keys, all valid at once, for rotation.
+    try:
+        parse(value)
+    except ValueError:
+        raise ValueError(f"{setting}: {value!r} is not a rate such as '2000/second'") from None
+    return value.strip()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FRAUD_", extra="ignore")
+
+    # --- Keys (fraudscore/edge/keys.py) -----------------------------------------------------
+    # Comma-separated keys, all valid at once, for rotation; scope `score` only.
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
-    # The old service's single key (no prefix).
+    # The old service's single key (no prefix); scope `score` only.
     legacy_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("API_KEY"))
-    # A mounted secret: one key per line ('#' comments allowed).
+    # The old API_KEY may be shorter than MIN_KEY_LENGTH only with this explicit opt-in.
+    allow_short_legacy_key: bool = False
+    # A mounted file: named keys with scopes and limits (*.toml), or one key per line.
+    # Re-read when it changes, without a restart.
     api_keys_file: Path | None = None
 
+    # --- Model and decisions ------------------------------------------------------------------
     model_tag: str = "fraud_detector:latest"
     # "model" = thresholds chosen from validation data at training; or an integer score 1-100
     # (50 is the static threshold of the service this replaces).
     decision_threshold: Literal["model"] | Annotated[int, Field(ge=1, le=100)] = "model"
     review_threshold: Literal["model"] | Annotated[int, Field(ge=1, le=100)] = "model"
+    # "onnx" (ONNX Runtime, the default and the only engine in the bento) or "sklearn".
+    engine: Literal["onnx", "sklearn"] = "onnx"
+    # Merge the model calls of concurrent small requests (fraudscore/scoring/batching.py).
+    adaptive_batching: bool = True
+    docs_public: bool = False
+
+    # --- Request limits (fraudscore/edge/protocol.py, fraudscore/edge/app.py) -------------------
     batch_max_items: Annotated[int, Field(ge=1, le=100_000)] = 1_000
     # Default: room for a full batch (about 800 bytes a transaction, doubled), at least 2 MiB.
     max_body_bytes: Annotated[int, Field(ge=1_024)] | None = None
-    docs_public: bool = False
-    # "onnx" (ONNX Runtime, the default and the only engine in the bento) or "sklearn".
-    engine: Literal["onnx", "sklearn"] = "onnx"
-    # Merge the model calls of concurrent small requests (fraudscore/scoring/batching.py); measured
-    # worth it with both engines (README, Adaptive batching).
-    adaptive_batching: bool = True
+    # Request line and headers together, and how many header lines (over either: 431).
+    max_header_bytes: Annotated[int, Field(ge=1_024, le=1_048_576)] = 32_768
+    max_headers: Annotated[int, Field(ge=8, le=1_000)] = 100
+    # From a request's first byte to the end of its headers, and from there to the end of its
+    # body (past either: 408 and the connection is closed).
+    header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    body_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+    # --- Rate limits (fraudscore/edge/ratelimit.py) ------------------------------------------------
+    # Per key, unless the key file gives the key its own; "off" for none.
+    rate_limit: str | None = "2000/second"
+    # Failed authentications per client address; past it the address gets 429, key or not.
+    auth_failure_limit: str | None = "20/minute"
+    # memory:// (each worker counts alone) or redis://host:port/db (exact across workers and tasks).
+    rate_limit_storage: str = "memory://"
+    # Proxies (addresses or CIDRs) whose X-Forwarded-For is believed, e.g. the VPC of the ALB.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+
+    # --- Overload (fraudscore/edge/admission.py) ---------------------------------------------------
+    # A request that waited longer than the target for the event loop, while waits have stayed
+    # above it for a whole interval, is answered 503 at once instead of being scored late.
+    overload_target_ms: Annotated[float, Field(gt=0, le=1_000)] = 5.0
+    overload_interval_ms: Annotated[float, Field(gt=0, le=10_000)] = 100.0
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -64,42 +114,66 @@ class Settings(BaseSettings):
         if (isinstance(self.decision_threshold, int) and isinstance(self.review_threshold, int)
                 and self.review_threshold > self.decision_threshold):
             raise ValueError("FRAUD_REVIEW_THRESHOLD must not exceed FRAUD_DECISION_THRESHOLD")
+        self.rate_limit = check_rate(self.rate_limit, "FRAUD_RATE_LIMIT")
+        self.auth_failure_limit = check_rate(self.auth_failure_limit, "FRAUD_AUTH_FAILURE_LIMIT")
+        if not self.rate_limit_storage.startswith(("memory://", "redis://", "rediss://")):
+            raise ValueError("FRAUD_RATE_LIMIT_STORAGE must be memory:// or redis://host:port[/db]")
         return self
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "trusted_proxies", mode="before")
     @classmethod
-    def _split_keys(cls, v: object) -> object:
+    def _split(cls, v: object) -> object:
         if isinstance(v, str):
             return tuple(k.strip() for k in v.split(",") if k.strip())
         return v
 
-    def resolved_api_keys(self) -> tuple[bytes, ...]:
-        """All configured keys; raises :class:`NoApiKey` when there is none and
-        :class:`ConfigError` when one is weak or the key file cannot be read.
-
-        The old service's API_KEY is exempt from the length rule, so its clients keep working
-        through the migration; new keys must be at least MIN_KEY_LENGTH characters."""
-        keys = [k.get_secret_value() for k in self.api_keys]
-        if self.api_keys_file is not None:
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for item in v:
             try:
-                text = self.api_keys_file.read_text()
-            except OSError as exc:
-                raise ConfigError(f"FRAUD_API_KEYS_FILE {self.api_keys_file}: {exc.strerror}") from None
-            keys += [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-        keys = [k.strip() for k in keys if k.strip()]
-        if any(len(k) < MIN_KEY_LENGTH for k in keys):
-            raise ConfigError(f"every API key must be at least {MIN_KEY_LENGTH} characters long")
-        if self.legacy_api_key is not None and self.legacy_api_key.get_secret_value().strip():
-            keys.append(self.legacy_api_key.get_secret_value().strip())
-        if not keys:
-            raise NoApiKey(
-                "no API key configured: set FRAUD_API_KEYS (comma-separated), API_KEY or "
-                "FRAUD_API_KEYS_FILE; the service refuses to start without one"
-            )
-        return tuple(dict.fromkeys(k.encode() for k in keys))
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"FRAUD_TRUSTED_PROXIES: {item!r} is not an address or a CIDR") from None
+        return v
+
+
+def unknown_variables(environ: dict[str, str]) -> list[str]:
+    """``FRAUD_*`` names in ``environ`` that are neither a setting nor a client variable."""
+    known = {f"FRAUD_{name.upper()}" for name in Settings.model_fields} | CLIENT_VARIABLES
+    return sorted(n for n in environ if n.upper().startswith("FRAUD_") and n.upper() not in known)
+
+
+def load_settings() -> Settings:
+    """Build the settings from the environment (and FRAUD_ENV_FILE); :class:`ConfigError` names
+    every unknown ``FRAUD_*`` variable and every invalid value."""
+    path = env_file()
+    file_values: dict[str, str] = {}
+    if path is not None:
+        from dotenv import dotenv_values
+
+        if not path.is_file():
+            raise ConfigError(f"FRAUD_ENV_FILE={path}: no such file")
+        file_values = {k: v or "" for k, v in dotenv_values(path).items()}
+    unknown = unknown_variables({**file_values, **os.environ})
+    if unknown:
+        known = [f"FRAUD_{n.upper()}" for n in Settings.model_fields]
+        hints = [f"{n} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(n.upper(), known, 1))
+                 else n for n in unknown]
+        raise ConfigError("unknown setting(s): " + ", ".join(hints))
+    try:
+        return Settings(_env_file=path)
+    except ValidationError as exc:
+        problems = "; ".join(f"{_variable(e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def _variable(loc: tuple) -> str:
+    if not loc:
+        return "settings"
+    return "API_KEY" if loc[0] == "legacy_api_key" else f"FRAUD_{str(loc[0]).upper()}"
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    # FRAUD_ENV_FILE="" reads no file (tests); the default is ./.env, which `make serve` writes.
-    return Settings(_env_file=env_file())
+    return load_settings()

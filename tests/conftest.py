@@ -14,14 +14,14 @@ os.environ.update({
     "BENTOML_HOME": str(_HOME / "bentoml"),
     "BENTOML_DO_NOT_TRACK": "True",
     "PROMETHEUS_MULTIPROC_DIR": str(_HOME / "prometheus"),
-    "FRAUD_ENV_FILE": "",
     "FRAUD_API_KEYS": "test-key-0123456789abcdef,second-key-0123456789abcdef",
     "API_KEY": "legacy-key-0123456789abcdef",
+    # Many tests send a wrong key on purpose from one address; the throttle has its own tests.
+    "FRAUD_AUTH_FAILURE_LIMIT": "1000000/minute",
 })
-for var in ("FRAUD_API_KEYS_FILE", "FRAUD_MODEL_TAG", "FRAUD_DECISION_THRESHOLD",
-            "FRAUD_REVIEW_THRESHOLD", "FRAUD_BATCH_MAX_ITEMS", "FRAUD_MAX_BODY_BYTES",
-            "FRAUD_ADAPTIVE_BATCHING", "FRAUD_DOCS_PUBLIC", "FRAUD_ENGINE", "BENTOML_CONFIG"):
-    os.environ.pop(var, None)
+for var in [v for v in os.environ if v.startswith("FRAUD_") and v not in (
+        "FRAUD_API_KEYS", "FRAUD_AUTH_FAILURE_LIMIT")] + ["BENTOML_CONFIG"]:
+    os.environ.pop(var, None)  # nothing of the developer's own environment leaks into a test
 (_HOME / "prometheus").mkdir()
 
 import pytest  # noqa: E402

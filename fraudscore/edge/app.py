@@ -1,42 +1,58 @@
-"""The scoring edge: a scoring request from the wire to its answer, in one pure ASGI step.
+"""The edge: every HTTP request of the service, from the wire to its answer, in one ASGI step.
 
-After authentication (auth.py), for ``POST /fraud_score``, ``/fraud_score/batch`` and
-``/v1/fraud-score``: receive (the model must be loaded, else 503 with the reason; the body must be
-JSON, else 415, or 422 on the FastAPI-compatible route as FastAPI answered; and no larger than
-``FRAUD_MAX_BODY_BYTES``, else 413, checked on Content-Length and while reading) -> validate (the
-pydantic schemas of schemas.py: 400 naming each bad field, 422 with FastAPI's shape on ``/v1``)
--> score and decide (scoring.py) -> respond.
+Below it runs the hardened HTTP protocol (protocol.py: header size, count and time limits, body
+time limit, lingering close) and BentoML's timeout; inside it, in this order:
 
-These routes are declared in service.py with ``@bentoml.api`` (schema, OpenAPI, BentoML clients)
-and answered here, before BentoML's router: its per-request endpoint machinery (request object,
-IO descriptors, response object, context) cost ~1 ms of CPU per request, several times the scoring
-itself. Everything outside this step still runs for every request: BentoML's request metrics,
-timeout and concurrency limit, its access log and tracing where configuration.yaml turns them on
-for these routes, and our authentication.
+receive -> match the route table (routes.py) -> authenticate (keys.py; failed attempts throttled
+per address, ratelimit.py) -> route? method? scope? -> rate-limit the key -> read the body (JSON,
+size) -> admit (shed on queueing delay, admission.py) -> validate, score, decide (handlers.py ->
+scoring/) -> respond; every answer counted by route template, status and latency (ops/metrics.py)
+and stamped with its X-Request-ID. Errors are raised as :class:`HttpError` and rendered by one
+table (errors.py). Paths that are not in the route table are answered 404 here, after
+authentication: nothing outside the table reaches BentoML's router.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
+import time
 from collections.abc import Callable
+from itertools import count
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from ..ops import metrics
-from ..schemas import LegacyFraudScoreOut, LegacyTransactionIn, TransactionIn
-from ..scoring.batching import Overloaded
-from ..scoring.pipeline import ScoringPipeline
-from ..settings import get_settings
+from ..ops.logs import Throttled
+from ..settings import Settings, get_settings
+from .admission import Admission
 from .asgi import header, send_json
-from .auth import LEGACY_PREFIX
-
-SCORE_PATH = "/fraud_score"
-BATCH_PATH = "/fraud_score/batch"
-LEGACY_PATH = "/v1/fraud-score"
-MAX_ERRORS_SHOWN = 20  # a 3 kB body of 1,000 empty objects has 30,000 errors: answer with the first
+from .errors import HttpError, render
+from .handlers import Handlers, Request
+from .keys import ApiKey, KeySource
+from .protocol import ANSWERED
+from .ratelimit import RateLimits
+from .routes import Route, match
 
 log = logging.getLogger("bentoml.fraudscore")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
+_LINE = "%s %s -> %d in %.1f ms (key %s, request %s) %s"
+_KEY_NAME, _ERROR = "fraudscore.key", "fraudscore.error"  # scope keys, for the log line
+_SCOPE_WORDS = {"score": "score transactions", "read": "read decisions", "label": "post labels"}
+
+
+def _presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The key the caller sent: X-API-Key if present, else a Bearer token (whatever the order)."""
+    bearer = None
+    for name, value in headers:
+        if name == b"x-api-key":
+            return value.strip()
+        if name == b"authorization" and bearer is None and value[:7].lower() == b"bearer ":
+            bearer = value[7:].strip()
+    return bearer
 
 
 def _is_json(content_type: bytes | None) -> bool:
@@ -46,100 +62,195 @@ def _is_json(content_type: bytes | None) -> bool:
     return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 
-class ScoringEdge:
-    def __init__(self, app, pipeline: Callable[[], ScoringPipeline], batch_model: type[BaseModel],
-                 max_body_bytes: int | None = None) -> None:
-        self.app = app
-        self.pipeline = pipeline
-        self.batch_model = batch_model  # {"transactions": [...]} with the configured size limits
-        self.max_body_bytes = max_body_bytes or get_settings().max_body_bytes
-        self.routes = {SCORE_PATH: self._score, BATCH_PATH: self._score_batch, LEGACY_PATH: self._legacy}
+class Edge:
+    def __init__(self, app, pipeline: Callable[[], Any], batch_model: type[BaseModel],
+                 settings: Settings | None = None) -> None:
+        settings = settings or get_settings()
+        self.app = app  # BentoML's router: only the table's routes without a handler of ours
+        self.keys = KeySource(settings)  # a worker with no key fails at start, not at first request
+        self.limits = RateLimits(settings)
+        self.admission = Admission(settings.overload_target_ms, settings.overload_interval_ms)
+        self.handlers = Handlers(pipeline, batch_model, settings)
+        self.max_body = settings.max_body_bytes
+        self.docs_public = settings.docs_public
+        self._ids = count(1)
+        self._id_prefix = os.urandom(4).hex() + "-"
+        self._instruments: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._floods: dict[int, Throttled] = {}
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.routes:
-            await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":  # none is served
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await self.app(scope, receive, send)  # lifespan: BentoML loads the service
             return
-        if scope["method"] != "POST":
-            await send_json(send, 405, {"detail": "Method Not Allowed"}, [(b"allow", b"POST")])
-            return
-        path = scope["path"]
-        legacy = path.startswith(LEGACY_PREFIX)
-        # receive
-        pipeline = self.pipeline()
-        if pipeline.unavailable_reason is not None:
-            await send_json(send, 503, {"error": "model unavailable", "detail": pipeline.unavailable_reason})
-            return
+        started = time.perf_counter()
+        route, params = match(scope["path"])
+        label = route.path if route is not None else "other"
+        supplied = header(scope, b"x-request-id")
+        request_id = (supplied if supplied is not None and _REQUEST_ID.match(supplied)
+                      else f"{self._id_prefix}{next(self._ids):x}".encode())
+        status = 0
+
+        async def send_stamped(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            await send(message)
+
+        in_progress = metrics.HTTP_IN_PROGRESS.labels(route=label)
+        in_progress.inc()
+        try:
+            await self._handle(scope, receive, send_stamped, route, params, request_id)
+        finally:
+            in_progress.dec()
+            status = status or scope.get(ANSWERED, 499)  # 499: the client left before the answer
+            elapsed = time.perf_counter() - started
+            self._count(label, scope["method"], status, elapsed)
+            if status >= 400:
+                self._log_answer(scope, label, status, elapsed, request_id)
+
+    def _count(self, label: str, method: str, status: int, elapsed: float) -> None:
+        method = method if method in _METHODS else "other"
+        instruments = self._instruments.get((label, method, status))
+        if instruments is None:  # bounded: routes x methods x statuses
+            instruments = self._instruments[(label, method, status)] = (
+                metrics.HTTP_REQUESTS.labels(route=label, method=method, status=str(status)),
+                metrics.HTTP_DURATION.labels(route=label))
+        instruments[0].inc()
+        instruments[1].observe(elapsed)
+
+    def _log_answer(self, scope, label: str, status: int, elapsed: float, request_id: bytes) -> None:
+        """One line per answer that is not a success; refusals that come in floods (429, 503)
+        at most one line per interval each, with the count of the others."""
+        where = label if label != "other" else repr(scope["path"][:80])  # repr: no line breaks
+        args = (scope["method"][:16], where, status, elapsed * 1000, scope.get(_KEY_NAME, "-"),
+                request_id.decode(), scope.get(_ERROR, ""))
+        if status in (429, 503):
+            throttled = self._floods.get(status)
+            if throttled is None:
+                throttled = self._floods[status] = Throttled(log, logging.INFO, 10.0)
+            throttled.emit(_LINE, *args)
+        elif status >= 500:
+            log.error(_LINE, *args)
+        else:
+            log.info(_LINE, *args)
+
+    async def _handle(self, scope, receive, send, route: Route | None, params: dict[str, str],
+                      request_id: bytes) -> None:
+        legacy = route is not None and route.legacy
+        try:
+            key = None
+            if route is None or not (route.public or (route.access == "docs" and self.docs_public)):
+                key = await self._authenticate(scope, legacy)
+            if route is None:
+                raise HttpError(404, "not_found", "not found")
+            if scope["method"] not in route.methods:
+                raise HttpError(405, "method_not_allowed", "Method Not Allowed",
+                                headers=[(b"allow", ", ".join(route.methods).encode())])
+            if key is not None:
+                await self._authorize(key, route)
+            if route.handler is None:
+                await self.app(scope, receive, send)
+                return
+            body = b""
+            if scope["method"] == "POST":
+                body = await self._read_body(scope, receive)
+                if body is None:
+                    return  # the client went away: nobody to answer
+            if route.hot:
+                self._admit(scope)
+            req = Request(scope, route, params, key, body, request_id)
+            status, answer, headers = await getattr(self.handlers, route.handler)(req)
+        except HttpError as err:
+            if err.reason:
+                metrics.REJECTED.labels(reason=err.reason).inc()
+            scope[_ERROR] = err.message
+            status, answer = render(err, legacy)
+            headers = err.headers
+        except Exception:  # the model or our code failed: a server error, logged with its cause
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            status, answer = render(HttpError(500, "", "internal error (see the server log)"), legacy)
+            headers = []
+        if isinstance(answer, bytes | str):
+            await self._send_raw(send, status, answer, headers)
+        else:
+            await send_json(send, status, answer, headers)
+
+    async def _authenticate(self, scope, legacy: bool) -> ApiKey:
+        address = scope["client"][0] if scope.get("client") else "unknown"
+        blocked = self.limits.address_blocked(address)
+        if blocked is not None:
+            raise HttpError(429, "", "too many failed authentications from this address",
+                            headers=blocked.headers())
+        presented = _presented_key(scope["headers"])
+        key = self.keys.current().find(presented) if presented is not None else None
+        if key is not None:
+            scope[_KEY_NAME] = key.name
+            return key
+        reason = "missing" if presented is None else "invalid"
+        metrics.REJECTED.labels(reason=f"auth_{reason}").inc()
+        limited = await self.limits.auth_failed(address)
+        if limited is not None:
+            raise HttpError(429, "", "too many failed authentications from this address",
+                            headers=limited.headers())
+        if legacy:
+            raise HttpError(403, "", "Not authenticated" if presented is None else "Invalid API key")
+        raise HttpError(403, "", f"{reason} API key",
+                        "send X-API-Key: <key> or Authorization: Bearer <key>")
+
+    async def _authorize(self, key: ApiKey, route: Route) -> None:
+        if route.access in _SCOPE_WORDS and route.access not in key.scopes:
+            metrics.REJECTED.labels(reason="scope").inc()
+            raise HttpError(403, "", f"the key {key.name!r} may not {_SCOPE_WORDS[route.access]}",
+                            f"this route needs the scope {route.access!r}")
+        limited = await self.limits.check_key(key)
+        if limited is not None:
+            raise HttpError(429, "", f"rate limit of key {key.name!r} exceeded "
+                            f"({limited.limit.amount} per {limited.limit.get_expiry()} s)",
+                            headers=limited.headers())
+
+    async def _read_body(self, scope, receive) -> bytes | None:
         if not _is_json(header(scope, b"content-type")):
-            await self._reject(send, legacy, 415, "unsupported_media_type",
-                               "Content-Type must be application/json")
-            return
+            raise HttpError(415, "unsupported_media_type", "Content-Type must be application/json")
         declared = header(scope, b"content-length")
         if declared is not None:
             if not declared.isdigit():
-                await self._reject(send, legacy, 400, "bad_content_length", "invalid Content-Length")
-                return
-            if int(declared) > self.max_body_bytes:
-                await self._reject(send, legacy, 413, "too_large", self._too_large())
-                return
+                raise HttpError(400, "bad_content_length", "invalid Content-Length")
+            if int(declared) > self.max_body:
+                raise self._too_large()
         chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                return None
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
-                await self._reject(send, legacy, 413, "too_large", self._too_large())
-                return
+            if size > self.max_body:
+                raise self._too_large()
             chunks.append(chunk)
             if not message.get("more_body", False):
-                break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        # validate, score, decide, respond
-        try:
-            status, answer = await self.routes[path](pipeline, body)
-        except ValidationError as exc:
-            metrics.REJECTED.labels(reason="invalid_body").inc()
-            log.info("rejected invalid request body on %s: %d validation error(s)", path, exc.error_count())
-            errors = exc.errors(include_url=False, include_context=False, include_input=False)
-            if legacy:  # FastAPI's 422 shape
-                status, answer = 422, {"detail": [
-                    {"type": e["type"], "loc": ["body", *e["loc"]], "msg": e["msg"]}
-                    for e in errors[:MAX_ERRORS_SHOWN]]}
-            else:
-                status, answer = 400, {
-                    "error": f"{exc.error_count()} validation error(s) for {exc.title}",
-                    "detail": errors[:MAX_ERRORS_SHOWN]}
-        except Overloaded as exc:
-            metrics.REJECTED.labels(reason="overloaded").inc()
-            status, answer = 503, {"error": "overloaded", "detail": str(exc)}
-        except Exception:  # the model or our code failed: a server error, logged with its cause
-            log.exception("scoring failed on %s", path)
-            status, answer = 500, {"error": "internal error: scoring failed (see the server log)"}
-        await send_json(send, status, answer)
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def _score(self, pipeline: ScoringPipeline, body: bytes) -> tuple[int, Any]:
-        tx = TransactionIn.model_validate_json(body)
-        (verdict,) = await pipeline.score_transactions([tx])
-        return 200, verdict
+    def _too_large(self) -> HttpError:
+        # Answered before the body is read; the protocol keeps reading (and dropping) what the
+        # client still sends for a while before it closes, so clients that write their whole body
+        # before they read (Python's urllib) see this answer instead of a reset connection.
+        return HttpError(413, "too_large", f"request body larger than {self.max_body} bytes",
+                         headers=[(b"connection", b"close")])
 
-    async def _score_batch(self, pipeline: ScoringPipeline, body: bytes) -> tuple[int, Any]:
-        return 200, await pipeline.score_transactions(self.batch_model.model_validate_json(body).transactions)
-
-    async def _legacy(self, pipeline: ScoringPipeline, body: bytes) -> tuple[int, Any]:
-        tx = LegacyTransactionIn.model_validate_json(body or b"null")  # FastAPI: 'body missing'
-        (verdict,) = await pipeline.score_transactions([tx])
-        return 200, LegacyFraudScoreOut(fraud_score=verdict["fraud_score"], is_fraud=verdict["is_fraud"],
-                                        model_version=verdict["model_version"]).model_dump(by_alias=True)
-
-    def _too_large(self) -> str:
-        return f"request body larger than {self.max_body_bytes} bytes"
+    def _admit(self, scope) -> None:
+        now = time.monotonic()
+        arrived = scope.get("fraudscore.arrived")  # set by the protocol when the body was complete
+        if arrived is not None and not self.admission.admit(now - arrived, now):
+            raise HttpError(503, "overloaded", "overloaded: the request was shed, retry shortly",
+                            headers=[(b"retry-after", b"1")])
 
     @staticmethod
-    async def _reject(send, legacy: bool, status: int, reason: str, message: str) -> None:
-        metrics.REJECTED.labels(reason=reason).inc()
-        if legacy:  # FastAPI answered every unreadable body with 422 and a "detail" list
-            status = 413 if status == 413 else 422
-            await send_json(send, status, {"detail": [{"type": reason, "loc": ["body"], "msg": message}]})
-        else:
-            await send_json(send, status, {"error": message})
+    async def _send_raw(send, status: int, body: bytes | str, headers: list[tuple[bytes, bytes]]) -> None:
+        payload = body.encode() if isinstance(body, str) else body
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-length", str(len(payload)).encode()), *headers]})
+        await send({"type": "http.response.body", "body": payload})

@@ -1,14 +1,108 @@
-"""Every custom Prometheus metric, in one place.
+"""Every Prometheus metric the service exports, in one place.
 
-Plain ``prometheus_client`` (BentoML 1.4 deprecates ``bentoml.metrics``): in a worker of
-``bentoml serve`` PROMETHEUS_MULTIPROC_DIR is set, so these land in the multiprocess directory and
-``/metrics`` serves them beside BentoML's own (``bentoml_service_request_*``).
+Plain ``prometheus_client``: in a worker of ``bentoml serve`` PROMETHEUS_MULTIPROC_DIR is set, so
+these land in the multiprocess directory and ``GET /metrics`` (handlers.py) serves every worker's.
+BentoML's own request metrics are off (configuration in service.py): they labelled requests with
+the raw path, so any caller, even one without a key, could create series without bound. Ours are
+labelled with the route table's templates; every other path counts as ``other``.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import numpy as np
-from prometheus_client import Counter, Histogram
+
+
+def _own_directory() -> None:
+    """Give this server its own multiprocess directory, before any metric value exists.
+
+    Every `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir when it starts, so a
+    second server on the same BENTOML_HOME wiped the first one's metrics, and /metrics of either
+    then mixed both. In a worker, the files go to <tmp>/fraudscore-metrics/<server pid> instead
+    (the server is the worker's parent): one directory per server, not wiped by another.
+    Directories of servers that are gone are removed, and so are the live gauges of workers
+    that died (their in-progress counts would otherwise stay in the sums)."""
+    current = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    home = os.environ.get("BENTOML_HOME", str(Path.home() / "bentoml"))
+    if not current or Path(current) != Path(home) / "prometheus_multiproc_dir" or not _in_worker():
+        return
+    base = Path(tempfile.gettempdir()) / f"fraudscore-metrics-{os.getuid()}"
+    base.mkdir(mode=0o700, exist_ok=True)
+    for old in base.iterdir():
+        if old.name.isdigit() and not _alive(int(old.name)):
+            shutil.rmtree(old, ignore_errors=True)
+    mine = base / str(os.getppid())
+    mine.mkdir(exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mine)
+    from prometheus_client import multiprocess
+
+    for file in mine.glob("gauge_live*_*.db"):
+        pid = file.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            multiprocess.mark_process_dead(int(pid), str(mine))
+
+
+def _in_worker() -> bool:
+    from bentoml._internal.context import server_context  # set before the service is loaded
+
+    return server_context.worker_index is not None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_own_directory()
+
+from prometheus_client import Counter, Gauge, Histogram  # noqa: E402 (after the directory is chosen)
+
+HTTP_REQUESTS = Counter(
+    name="fraud_http_requests",
+    documentation="HTTP requests answered, by route template (other: not a route), method and status",
+    labelnames=["route", "method", "status"],
+)
+HTTP_DURATION = Histogram(
+    name="fraud_http_request_duration_seconds",
+    documentation="Time from the request reaching the edge to its answer, by route template",
+    labelnames=["route"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0),
+)
+HTTP_IN_PROGRESS = Gauge(
+    name="fraud_http_requests_in_progress",
+    documentation="Requests being handled now, by route template",
+    labelnames=["route"],
+    multiprocess_mode="livesum",
+)
+RATE_LIMITED = Counter(
+    name="fraud_rate_limited",
+    documentation="Requests refused with 429: over a key's rate (key) or from an address with too "
+                  "many failed authentications (auth_failures)",
+    labelnames=["kind"],
+)
+RATE_LIMIT_ERRORS = Counter(
+    name="fraud_rate_limit_errors",
+    documentation="Rate-limit storage failures (Redis down or slow): those requests were let through",
+)
+KEY_RELOADS = Counter(
+    name="fraud_api_key_reloads",
+    documentation="Reloads of FRAUD_API_KEYS_FILE after it changed, by outcome (error: previous keys kept)",
+    labelnames=["outcome"],
+)
+OVERLOADED = Gauge(
+    name="fraud_overloaded",
+    documentation="1 while a worker sheds requests because its queue has stood above the target",
+    multiprocess_mode="livemax",
+)
 
 DECISIONS = Counter(
     name="fraud_decisions",

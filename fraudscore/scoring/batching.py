@@ -1,74 +1,71 @@
-"""Adaptive batching of model calls inside a worker, with BentoML's own dispatcher.
+"""Adaptive batching of model calls inside a worker: concurrent small calls become one model call.
 
-Concurrent requests hand their feature rows to :class:`ModelBatcher`; BentoML's ``CorkDispatcher``
-(the algorithm behind ``@bentoml.api(batchable=True)``) decides, from the call costs it measures,
-how long to hold them, then runs ONE model call over the rows of several requests (at most
-``FRAUD_BATCH_MAX_ITEMS``) and hands each request its own slice. The pipeline (scoring.py) sends
-it calls of fewer than ``MERGE_BELOW_ROWS`` rows from every scoring route; bigger ones go straight
-to the model. Used in-process, it needs no internal HTTP hop, which a single-object endpoint would
-need to reach a batchable one (BentoML issue #5540).
+A call hands its feature rows to :class:`ModelBatcher` and waits. The first waiting call
+schedules one run of the model at the end of the event loop's current turn; every call that
+arrives before that run (the other requests read in the same turn) joins it. The run scores the
+rows of up to ``FRAUD_BATCH_MAX_ITEMS`` waiting calls in ONE model call and hands each its slice.
+No timer and no fixed window: an idle service answers as fast as without batching, and a busy
+one merges exactly what has queued while it was busy. (It replaces BentoML's private
+CorkDispatcher, which an upgrade could change under us; measured side by side in the README.)
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable
 
 import numpy as np
-from bentoml._internal.marshal.dispatcher import CorkDispatcher
 
-# Only calls of fewer rows are merged: bigger ones gain nothing from company (make bench, 1,000-row
-# requests: -15% throughput merged, with either engine, and merged queues of them held 450-520 MB
-# per worker), while single transactions gain +10% (ONNX) to +115% (scikit-learn) at 20 connections.
+# Only calls of fewer rows are merged: bigger ones gain nothing from company (make bench,
+# 1,000-row requests: -15% throughput merged, and merged queues of them held 450-520 MB per
+# worker), while single transactions gain +10% (ONNX) to +115% (scikit-learn) at 20 connections.
 MERGE_BELOW_ROWS = 100
-
-# CorkDispatcher's max latency is a shedding threshold, not a wait window: past it, queued calls are
-# cancelled. It is set far above traffic.timeout (configuration.yaml) so the dispatcher never sheds
-# before BentoML's timeout answers 504.
-MAX_LATENCY_MS = 30_000
-
-
-class Overloaded(RuntimeError):
-    """The dispatcher dropped the call (its queue could not be served in time)."""
 
 
 class ModelBatcher:
     def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_rows: int) -> None:
         self._predict = predict
         self._max_rows = max_rows
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._dispatcher: CorkDispatcher | None = None
-
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        # A CorkDispatcher belongs to the event loop it first runs on (its queue, condition and
-        # controller task): one per loop (a worker has one; tests and in-process callers may not).
-        self.close()
-        self._dispatcher = CorkDispatcher(
-            max_latency_in_ms=MAX_LATENCY_MS, max_batch_size=self._max_rows,
-            fallback=lambda: None, get_batch_size=len, batch_dim=(0, 0),
-        )
-        self._call = self._dispatcher(self._merged)
-        self._loop = loop
-
-    def close(self) -> None:
-        """Stop the dispatcher's controller task and cancel what is queued."""
-        if self._dispatcher is not None:
-            self._dispatcher.shutdown()
-            self._dispatcher = self._loop = None  # a later call builds a new one
-
-    async def _merged(self, matrices: Sequence[np.ndarray]) -> list[np.ndarray]:
-        X = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
-        proba = self._predict(X)
-        return np.split(proba, np.cumsum([len(m) for m in matrices[:-1]]))
+        self._waiting: deque[tuple[np.ndarray, asyncio.Future]] = deque()
+        self._scheduled = False
 
     async def __call__(self, X: np.ndarray) -> np.ndarray:
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._bind(loop)
-        proba = await self._call(X)
-        if proba is None:  # the dispatcher turns a cancellation into its fallback
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError  # this request was cancelled (timeout): not overload
-            raise Overloaded("the batching queue was cancelled before this call ran")
-        return proba
+        future = loop.create_future()
+        self._waiting.append((X, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._run)
+        return await future
+
+    def _run(self) -> None:
+        self._scheduled = False
+        batch, rows = [], 0
+        while self._waiting and (not batch or rows + len(self._waiting[0][0]) <= self._max_rows):
+            X, future = self._waiting.popleft()
+            if not future.done():  # a cancelled caller (timeout, client gone) is skipped
+                batch.append((X, future))
+                rows += len(X)
+        if self._waiting:  # the rest: the next turn, so other work is not held up by a long queue
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._run)
+        if not batch:
+            return
+        try:
+            X = batch[0][0] if len(batch) == 1 else np.concatenate([x for x, _ in batch])
+            proba = self._predict(X)
+        except Exception as exc:  # every caller of this run learns it
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        start = 0
+        for x, future in batch:
+            future.set_result(proba[start:start + len(x)])
+            start += len(x)
+
+    def close(self) -> None:
+        """Cancel the calls still waiting (shutdown)."""
+        waiting, self._waiting = self._waiting, deque()
+        for _, future in waiting:
+            future.cancel()

@@ -5,6 +5,7 @@ The HTTP edge hands this step validated objects; the model wrapper below it know
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import time
@@ -25,6 +26,8 @@ from .batching import MERGE_BELOW_ROWS, ModelBatcher
 from .model import Forest, OnnxForest, SklearnForest
 from .thresholds import Thresholds, to_scores
 
+# Rows scored between two returns to the event loop in a large request (~0.3 ms of work)
+CHUNK_ROWS = 128
 # A child of "bentoml" so `bentoml serve` prints it with its own lines.
 log = logging.getLogger("bentoml.fraudscore")
 _features = attrgetter(*FEATURES)
@@ -53,10 +56,9 @@ def _thresholds(serving: dict[str, Any], settings: Settings) -> tuple[Thresholds
 
 
 def check_configuration(settings: Settings) -> None:
-    """What must hold before any worker starts (raises :class:`ConfigError`): a key, and
-    thresholds that fit the model. A model that cannot be loaded is not a start-up error: the
-    service starts and answers 503 with the reason."""
-    settings.resolved_api_keys()
+    """What must hold before any worker starts (raises :class:`ConfigError`): an engine this
+    environment can run, and thresholds that fit the model. A model that cannot be loaded is not
+    a start-up error: the service starts and answers 503 with the reason."""
     if settings.engine == "sklearn" and importlib.util.find_spec("skops") is None:
         raise ConfigError("FRAUD_ENGINE=sklearn needs scikit-learn and skops, which this "
                           "environment does not install (the bento serves ONNX only)")
@@ -190,13 +192,22 @@ class ScoringPipeline:
         return self._scorer
 
     async def score_transactions(self, transactions: Sequence[TransactionIn]) -> list[dict[str, Any]]:
-        """Verdicts on validated transactions, in order, shaped as :class:`FraudScoreOut`."""
+        """Verdicts on validated transactions, in order, shaped as :class:`FraudScoreOut`.
+
+        A large request is scored in chunks of CHUNK_ROWS, giving the event loop back between
+        chunks, so the single transactions queued behind it wait for a chunk, not the whole."""
         scorer = self.scorer
         n = len(transactions)
         X = np.fromiter(chain.from_iterable(map(_features, transactions)), np.float64, n * len(FEATURES))
         X = X.reshape(n, len(FEATURES))
-        if self._batcher is None or n >= MERGE_BELOW_ROWS:
-            proba = scorer.predict(X)
-        else:
-            proba = await self._batcher(X)
-        return scorer.verdicts(X, proba, [tx.transaction_id for tx in transactions])
+        ids = [tx.transaction_id for tx in transactions]
+        if n < MERGE_BELOW_ROWS:
+            proba = scorer.predict(X) if self._batcher is None else await self._batcher(X)
+            return scorer.verdicts(X, proba, ids)
+        out: list[dict[str, Any]] = []
+        for start in range(0, n, CHUNK_ROWS):
+            if start:
+                await asyncio.sleep(0)
+            chunk = X[start:start + CHUNK_ROWS]
+            out += scorer.verdicts(chunk, scorer.predict(chunk), ids[start:start + CHUNK_ROWS])
+        return out
