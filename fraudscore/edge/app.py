@@ -123,8 +123,8 @@ class Edge:
         instruments[1].observe(elapsed)
 
     def _log_answer(self, scope, label: str, status: int, elapsed: float, request_id: bytes) -> None:
-        """One line per answer that is not a success; refusals that come in floods (429, 503)
-        at most one line per interval each, with the count of the others."""
+        """One INFO line per answer that is not a success; refusals that come in floods (429,
+        503) at most one line per interval each, with the count of the others."""
         where = label if label != "other" else repr(scope["path"][:80])  # repr: no line breaks
         args = (scope["method"][:16], where, status, elapsed * 1000, scope.get(_KEY_NAME, "-"),
                 request_id.decode(), scope.get(_ERROR, ""))
@@ -133,9 +133,7 @@ class Edge:
             if throttled is None:
                 throttled = self._floods[status] = Throttled(log, logging.INFO, 10.0)
             throttled.emit(_LINE, *args)
-        elif status >= 500:
-            log.error(_LINE, *args)
-        else:
+        else:  # a server error has its own ERROR line with the traceback, logged where it happened
             log.info(_LINE, *args)
 
     async def _handle(self, scope, receive, send, route: Route | None, params: dict[str, str],
