@@ -100,12 +100,9 @@ class Edge:
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
             await send(message)
 
-        in_progress = metrics.HTTP_IN_PROGRESS.labels(route=label)
-        in_progress.inc()
         try:
             await self._handle(scope, receive, send_stamped, route, params, request_id)
         finally:
-            in_progress.dec()
             status = status or scope.get(ANSWERED, 499)  # 499: the client left before the answer
             elapsed = time.perf_counter() - started
             self._count(label, scope["method"], status, elapsed)

@@ -77,12 +77,6 @@ HTTP_DURATION = Histogram(
     labelnames=["route"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0),
 )
-HTTP_IN_PROGRESS = Gauge(
-    name="fraud_http_requests_in_progress",
-    documentation="Requests being handled now, by route template",
-    labelnames=["route"],
-    multiprocess_mode="livesum",
-)
 RATE_LIMITED = Counter(
     name="fraud_rate_limited",
     documentation="Requests refused with 429: over a key's rate (key) or from an address with too "
