@@ -39,11 +39,12 @@ ARRIVED = "fraudscore.arrived"  # scope key: monotonic time the request's body w
 ANSWERED = "fraudscore.status"  # scope key: a status this protocol sent instead of the app
 
 log = logging.getLogger("bentoml.fraudscore")
-_client_errors = Throttled(log, logging.INFO, 10.0)
+_bad_requests = Throttled(log, logging.INFO, 10.0)  # one line per kind and interval: floods are cheap
+_late_requests = Throttled(log, logging.INFO, 10.0)
 
 
 class _HeaderLimit(Exception):
-    pass
+    """Raised in a parser callback: the request's head is over a limit (the message says which)."""
 
 
 class _CycleTransport:
@@ -77,6 +78,7 @@ class HardenedProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._head_bytes = 0
         self._header_count = 0
+        self._head_size = 0  # request line and headers, as parsed
         self._in_head = False  # between a request's first byte and the end of its headers
         self._in_message = False  # between a request's first byte and the end of its body
         self._deadline: object = None
@@ -103,7 +105,7 @@ class HardenedProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         if not self._in_message:  # the first bytes of a request: its headers' clock starts
             self._in_message = self._in_head = True
-            self._head_bytes = self._header_count = 0
+            self._head_bytes = self._header_count = self._head_size = 0
             self._arm(self.header_timeout, "header")
         if self._in_head:
             self._head_bytes += len(data)
@@ -113,29 +115,40 @@ class HardenedProtocol(HttpToolsProtocol):
             self._refuse(400, "upgrades are not supported", "bad_request")
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _HeaderLimit):
-                self._refuse(431, f"more than {self.max_headers} header lines", "headers_too_many")
+                self._refuse(431, str(exc.__context__), "headers_too_large")
             else:
-                _client_errors.emit("invalid HTTP request from %s", self._peer())
+                _bad_requests.emit("invalid HTTP request from %s", self._peer())
                 self._refuse(400, "invalid HTTP request", "bad_request")
             return
-        if self._in_head and self._head_bytes > self.max_header_bytes:
-            self._refuse(431, f"request line and headers larger than {self.max_header_bytes} bytes",
-                         "headers_too_large")
+        if self._in_head and self._head_bytes > self.max_header_bytes:  # still unfinished
+            self._refuse(431, self._too_large(), "headers_too_large")
 
     # --- parser callbacks -----------------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if not self._in_head:  # a pipelined request, begun in the same bytes as the one before
             self._in_head = True
-            self._head_bytes = self._header_count = 0
+            self._head_bytes = self._header_count = self._head_size = 0
             self._arm(self.header_timeout, "header")
         self._in_message = True
 
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        if self._head_size > self.max_header_bytes:
+            raise _HeaderLimit(self._too_large())
+        super().on_url(url)
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
+        self._head_size += len(name) + len(value) + 4
         if self._header_count > self.max_headers:
-            raise _HeaderLimit
+            raise _HeaderLimit(f"more than {self.max_headers} header lines")
+        if self._head_size > self.max_header_bytes:
+            raise _HeaderLimit(self._too_large())
         super().on_header(name, value)
+
+    def _too_large(self) -> str:
+        return f"request line and headers larger than {self.max_header_bytes} bytes"
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -169,7 +182,7 @@ class HardenedProtocol(HttpToolsProtocol):
     def _timed_out(self, phase: str) -> None:
         self._deadline = None
         seconds = self.header_timeout if phase == "header" else self.body_timeout
-        _client_errors.emit("%s of a request from %s not complete within %.0f s",
+        _late_requests.emit("%s of a request from %s not complete within %.0f s",
                             phase, self._peer(), seconds)
         cycle = self.cycle
         if phase == "header" and cycle is not None and not cycle.response_complete:

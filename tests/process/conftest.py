@@ -26,9 +26,9 @@ READY_TIMEOUT = 40.0
 HOST = "127.0.0.1"
 
 
-def serve_command(port: int) -> list[str]:
+def serve_command(port: int, *extra: str) -> list[str]:
     return [BENTOML, "serve", "service:FraudScorer", "--working-dir", str(ROOT),
-            "--host", HOST, "--port", str(port)]
+            "--host", HOST, "--port", str(port), *extra]
 
 
 def server_env(drop: tuple[str, ...] = (), **extra: str) -> dict[str, str]:
@@ -58,7 +58,8 @@ class Server:
         self._fh.close()
 
 
-def start_server(log: Path, *, expect_ready: bool = True, workers: int = 0, **env_extra: str) -> Server:
+def start_server(log: Path, *, expect_ready: bool = True, workers: int = 0, args: tuple[str, ...] = (),
+                 **env_extra: str) -> Server:
     """Start `bentoml serve` and wait (bounded) for /readyz.
 
     ``expect_ready=True`` waits for 200; ``False`` returns as soon as /readyz answers at all (a
@@ -68,7 +69,7 @@ def start_server(log: Path, *, expect_ready: bool = True, workers: int = 0, **en
     """
     port = free_port()
     fh = open(log, "wb")  # noqa: SIM115 (open for the child's lifetime; closed by stop())
-    proc = subprocess.Popen(serve_command(port), cwd=ROOT, env=server_env(**env_extra),
+    proc = subprocess.Popen(serve_command(port, *args), cwd=ROOT, env=server_env(**env_extra),
                             stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
     server = Server(f"http://{HOST}:{port}", port, proc, log, fh)
