@@ -248,7 +248,7 @@ NOT_FORWARDED = (
     "/metrics", "/docs.json", "/schema.json", "/", "/static_content/x", "/assets/x", "/readyz",
     "/livez", "/healthz", "/x", "/fraud_scorex", "/fraud_score/", "/Fraud_score", "/FRAUD_SCORE",
     "/fraud_score/batch/x", "/v1/fraud-score/x", "/model_info/x", "/decisionsx", "/labels/x",
-    "/metrics/x", "*",
+    "/metrics/x", "*", "/decisions/../metrics", "/decisions/./../docs.json", "/fraud_score/..",
 )
 CALLER_LISTENERS = ("HttpsListener", "TestListener")
 NOT_FOUND = ("fixed-response", "404", "application/json", '{"error":"not found"}')
@@ -302,11 +302,29 @@ def _path_matches(pattern: str, path: str) -> bool:
     return re.fullmatch(regex, path, flags=re.DOTALL) is not None
 
 
+def _normalized(path: str) -> str:
+    """AWS: "The rule evaluation is performed only after URI normalization occurs": dot segments
+    removed as RFC 3986 section 5.2.4 says, so /decisions/../metrics is matched as /metrics."""
+    if not path.startswith("/"):
+        return path
+    out: list[str] = []
+    segments = path.split("/")[1:]
+    for i, segment in enumerate(segments):
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+        if segment in {".", ".."} and i == len(segments) - 1:
+            out.append("")  # a trailing dot segment leaves the path ending in "/"
+    return "/" + "/".join(out)
+
+
 def _condition_holds(condition: dict, method: str, path: str) -> bool:
     field = condition["Field"]
     if field == "path-pattern":
         values = condition.get("PathPatternConfig", {}).get("Values") or condition["Values"]
-        return any(_path_matches(v, path) for v in values)
+        return any(_path_matches(v, _normalized(path)) for v in values)
     if field == "http-request-method":
         return method in condition["HttpRequestMethodConfig"]["Values"]
     raise AssertionError(f"the test's evaluator does not model {field} conditions: extend it")
@@ -353,6 +371,8 @@ def test_path_pattern_semantics_of_the_evaluator():
     assert not _path_matches("/fraud_score", "/fraud_scorex")
     assert _path_matches("/v1/fraud-score", "/v1/fraud-score") and not _path_matches("/v1.fraud", "/v1xfraud")
     assert _path_matches("*", "/anything") and _path_matches("*", "*")
+    assert _normalized("/decisions/../metrics") == "/metrics" and _normalized("/a/./b/../") == "/a/"
+    assert _normalized("/../x") == "/x" and _normalized("/fraud_score/..") == "/"
 
 
 def test_scheme_is_a_parameter_that_defaults_to_internal(template, resources):
