@@ -59,6 +59,11 @@ def live_target_group(rules_by_listener: Mapping[str, Iterable[Mapping[str, Any]
     raise ValueError("the listeners do not all forward to one target group:\n" + "\n".join(lines))
 
 
+def target_group_name(arn: str) -> str:
+    """arn:aws:elasticloadbalancing:<region>:<account>:targetgroup/<name>/<id> -> <name>."""
+    return arn.split(":targetgroup/", 1)[-1].split("/", 1)[0]
+
+
 def _aws(*args: str) -> Any:
     # a fixed program and arguments, no shell: the stack name and ARNs are passed as single arguments
     done = subprocess.run(["aws", *args, "--output", "json"],  # noqa: S603, S607
@@ -74,7 +79,7 @@ def main(argv: list[str]) -> int:
     try:
         (described,) = _aws("cloudformation", "describe-stacks", "--stack-name", stack)["Stacks"]
         outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
-        wanted = ("ProductionListenerArn", "TestListenerArn", "BlueTargetGroupArn", "GreenTargetGroupArn")
+        wanted = ("ProductionListenerArn", "TestListenerArn", "BlueTargetGroupName", "GreenTargetGroupName")
         missing = [name for name in wanted if name not in outputs]
         if missing:
             print(f"listeners.py: stack {stack} has no output {', '.join(missing)}: update it with "
@@ -90,12 +95,12 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         print(f"listeners.py: {stack}: {exc}", file=sys.stderr)
         return 1
-    colours = {outputs["BlueTargetGroupArn"]: "blue", outputs["GreenTargetGroupArn"]: "green"}
-    if live not in colours:
+    colours = {outputs["BlueTargetGroupName"]: "blue", outputs["GreenTargetGroupName"]: "green"}
+    if target_group_name(live) not in colours:
         print(f"listeners.py: {stack}: the listeners forward to {live}, neither of the stack's target "
               "groups", file=sys.stderr)
         return 1
-    print(colours[live])
+    print(colours[target_group_name(live)])
     return 0
 
 

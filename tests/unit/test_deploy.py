@@ -537,3 +537,40 @@ def test_task_port_is_open_to_the_alb_and_the_scraper_only(template, scraper):
 def test_alb_drops_invalid_header_names_and_mitigates_desync(resources):
     assert _alb_attribute(resources, "routing.http.drop_invalid_header_fields.enabled") == "true"
     assert _alb_attribute(resources, "routing.http.desync_mitigation_mode") in {"defensive", "strictest"}
+
+
+FAKE_AWS = '''#!{python}
+import json, sys
+args = sys.argv[1:]
+prefix = "arn:aws:elasticloadbalancing:us-east-1:123456789012:"
+if args[:2] == ["cloudformation", "describe-stacks"]:
+    outputs = {{"ProductionListenerArn": prefix + "listener/app/a/1/443",
+               "TestListenerArn": prefix + "listener/app/a/1/8443",
+               "BlueTargetGroupName": "fraudsc-Blue-1", "GreenTargetGroupName": "fraudsc-Green-2"}}
+    if "{missing}" in outputs:
+        del outputs["{missing}"]
+    listed = [{{"OutputKey": k, "OutputValue": v}} for k, v in outputs.items()]
+    print(json.dumps({{"Stacks": [{{"Outputs": listed}}]}}))
+elif args[:2] == ["elbv2", "describe-rules"]:
+    green = prefix + "targetgroup/fraudsc-Green-2/abc"
+    forward = {{"Type": "forward", "TargetGroupArn": green}}
+    print(json.dumps({{"Rules": [{{"Priority": "default", "Actions": [forward]}}]}}))
+else:
+    sys.exit("unexpected aws call: " + " ".join(args))
+'''
+
+
+@pytest.mark.parametrize(("missing", "code", "said"), [
+    ("", 0, "green"), ("GreenTargetGroupName", 1, "has no output GreenTargetGroupName")])
+def test_listener_check_command(tmp_path, missing, code, said):
+    """deploy/listeners.py end to end, against a stand-in `aws` (no AWS account here)."""
+    fake = tmp_path / "aws"
+    fake.write_text(FAKE_AWS.format(python=sys.executable, missing=missing))
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run([sys.executable, str(ROOT / "deploy" / "listeners.py"), "fraudscore-staging"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == code, done.stderr
+    assert said in (done.stdout + done.stderr)
+    assert _listeners_module().target_group_name(
+        "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/fraudsc-Blue-1/0a1b") == "fraudsc-Blue-1"
