@@ -6,6 +6,8 @@ The template is read with cfn-lint's own loader, which understands !Ref, !Sub an
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -187,7 +189,6 @@ def test_service_is_private_and_blue_green(resources):
     props = resources["Service"]["Properties"]
     assert props["NetworkConfiguration"]["AwsvpcConfiguration"]["AssignPublicIp"] == "DISABLED"
     assert props["NetworkConfiguration"]["AwsvpcConfiguration"]["Subnets"] == {"Ref": "PrivateSubnetIds"}
-    assert resources["LoadBalancer"]["Properties"]["Subnets"] == {"Ref": "PublicSubnetIds"}
     assert props["DeploymentController"] == {"Type": "CODE_DEPLOY"}
     group = resources["DeploymentGroup"]["Properties"]
     rollback_on = set(group["AutoRollbackConfiguration"]["Events"])
@@ -228,3 +229,350 @@ def test_workflow_reads_outputs_the_stack_has(template):
 def test_ci_template_loads():
     ci = _load_template("ci.yaml")
     assert ci["Resources"]["Repository"]["Properties"]["ImageTagMutability"] == "IMMUTABLE"
+
+
+# ---------------------------------------------------------------- what the load balancer lets through
+
+# The API routes the callers' listeners forward to the service: (method, ALB path pattern). The ONE
+# list of them here; the listener rules of deploy/ecs.yaml must forward exactly these patterns.
+API_ROUTES: tuple[tuple[str, str], ...] = (
+    ("POST", "/fraud_score"),
+    ("POST", "/fraud_score/batch"),
+    ("POST", "/v1/fraud-score"),
+    ("GET", "/model_info"),
+    ("GET", "/decisions"),
+    ("GET", "/decisions/*"),          # /decisions/{transaction_id}
+    ("POST", "/labels"),
+)
+# What the callers' listeners must answer themselves (404) and never forward: metrics, docs, probes
+# (the target groups' health checks reach the tasks directly), unknown and look-alike paths.
+NOT_FORWARDED = (
+    "/metrics", "/docs.json", "/schema.json", "/", "/static_content/x", "/assets/x", "/readyz",
+    "/livez", "/healthz", "/x", "/fraud_scorex", "/fraud_score/", "/Fraud_score", "/FRAUD_SCORE",
+    "/fraud_score/batch/x", "/v1/fraud-score/x", "/model_info/x", "/decisionsx", "/labels/x",
+    "/metrics/x", "*", "/decisions/../metrics", "/decisions/./../docs.json", "/fraud_score/..",
+)
+CALLER_LISTENERS = ("HttpsListener", "TestListener")
+NOT_FOUND = ("fixed-response", "404", "application/json", '{"error":"not found"}')
+RULE = "AWS::ElasticLoadBalancingV2::ListenerRule"
+
+
+def _params(template: dict, **overrides: str) -> dict:
+    """The template's parameter values: defaults, then the overrides (CommaDelimitedList split)."""
+    values = {}
+    for name, spec in template["Parameters"].items():
+        value = overrides.get(name, spec.get("Default"))
+        if spec["Type"] == "CommaDelimitedList" and isinstance(value, str):
+            value = value.split(",")
+        values[name] = value
+    return values
+
+
+def _resolve(value, template: dict, params: dict):
+    """Ref, Fn::If, Fn::Equals, Fn::Not, Fn::Contains and conditions, evaluated as CloudFormation does
+    with these parameter values; a Ref to a resource gives the resource's logical name."""
+    if isinstance(value, list):
+        return [_resolve(v, template, params) for v in value]
+    if not isinstance(value, dict):
+        return value
+    ((fn, arg),) = value.items() if len(value) == 1 else ((None, None),)
+    if fn not in {"Ref", "Condition"} and not str(fn).startswith("Fn::"):  # a plain mapping
+        return {k: _resolve(v, template, params) for k, v in value.items()}
+    if fn == "Ref":
+        return params.get(arg, arg)  # a parameter's value, else a resource's logical name
+    if fn == "Condition":
+        return _resolve(template["Conditions"][arg], template, params)
+    if fn == "Fn::If":
+        condition, if_true, if_false = arg
+        chosen = if_true if _resolve({"Condition": condition}, template, params) else if_false
+        return _resolve(chosen, template, params)
+    if fn == "Fn::Equals":
+        left, right = _resolve(arg, template, params)
+        return left == right
+    if fn == "Fn::Not":
+        return not _resolve(arg[0], template, params)
+    if fn == "Fn::Contains":
+        values, wanted = _resolve(arg, template, params)
+        return wanted in values
+    raise AssertionError(f"the test's evaluator does not know {fn}")
+
+
+def _path_matches(pattern: str, path: str) -> bool:
+    """ALB path-pattern semantics: the whole path, case-sensitive, * = any characters (0 or more),
+    ? = exactly one character, nothing else special."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, path, flags=re.DOTALL) is not None
+
+
+def _normalized(path: str) -> str:
+    """AWS: "The rule evaluation is performed only after URI normalization occurs": dot segments
+    removed as RFC 3986 section 5.2.4 says, so /decisions/../metrics is matched as /metrics."""
+    if not path.startswith("/"):
+        return path
+    out: list[str] = []
+    segments = path.split("/")[1:]
+    for i, segment in enumerate(segments):
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+        if segment in {".", ".."} and i == len(segments) - 1:
+            out.append("")  # a trailing dot segment leaves the path ending in "/"
+    return "/" + "/".join(out)
+
+
+def _condition_holds(condition: dict, method: str, path: str) -> bool:
+    field = condition["Field"]
+    if field == "path-pattern":
+        values = condition.get("PathPatternConfig", {}).get("Values") or condition["Values"]
+        return any(_path_matches(v, _normalized(path)) for v in values)
+    if field == "http-request-method":
+        return method in condition["HttpRequestMethodConfig"]["Values"]
+    raise AssertionError(f"the test's evaluator does not model {field} conditions: extend it")
+
+
+def _outcome(actions: list, template: dict, params: dict) -> tuple:
+    """What the ALB does: the last action decides (forward, fixed-response or redirect)."""
+    action = _resolve(actions[-1], template, params)
+    if action["Type"] == "forward":
+        groups = action.get("ForwardConfig", {}).get("TargetGroups")
+        if groups:
+            return "forward", frozenset(g["TargetGroupArn"] for g in groups if int(g.get("Weight", 1)) > 0)
+        return "forward", frozenset([action["TargetGroupArn"]])
+    if action["Type"] == "fixed-response":
+        c = action["FixedResponseConfig"]
+        return "fixed-response", c["StatusCode"], c.get("ContentType"), c.get("MessageBody")
+    return action["Type"], action.get("RedirectConfig")
+
+
+def _rules(template: dict, listener: str) -> list[dict]:
+    rules = [r["Properties"] for r in template["Resources"].values()
+             if r["Type"] == RULE and r["Properties"]["ListenerArn"] == {"Ref": listener}]
+    return sorted(rules, key=lambda rule: int(rule["Priority"]))
+
+
+def _route(template: dict, listener: str, method: str, path: str, **params: str) -> tuple:
+    """The listener's answer to a request: its rules in priority order, then its default action."""
+    values = _params(template, **params)
+    for rule in _rules(template, listener):
+        if all(_condition_holds(c, method, path) for c in rule["Conditions"]):
+            return _outcome(rule["Actions"], template, values)
+    return _outcome(template["Resources"][listener]["Properties"]["DefaultActions"], template, values)
+
+
+def _example_path(pattern: str) -> str:
+    return pattern.replace("*", "tx-0001").replace("?", "x")
+
+
+def test_path_pattern_semantics_of_the_evaluator():
+    assert _path_matches("/decisions/*", "/decisions/tx-1") and _path_matches("/decisions/*", "/decisions/")
+    assert _path_matches("/decisions/*", "/decisions/a/b") and not _path_matches("/decisions/*", "/decisions")
+    assert _path_matches("/a?c", "/abc") and not _path_matches("/a?c", "/ac")
+    assert not _path_matches("/fraud_score", "/Fraud_score")
+    assert not _path_matches("/fraud_score", "/fraud_scorex")
+    assert _path_matches("/v1/fraud-score", "/v1/fraud-score") and not _path_matches("/v1.fraud", "/v1xfraud")
+    assert _path_matches("*", "/anything") and _path_matches("*", "*")
+    assert _normalized("/decisions/../metrics") == "/metrics" and _normalized("/a/./b/../") == "/a/"
+    assert _normalized("/../x") == "/x" and _normalized("/fraud_score/..") == "/"
+
+
+def test_scheme_is_a_parameter_that_defaults_to_internal(template, resources):
+    scheme = template["Parameters"]["LoadBalancerScheme"]
+    assert scheme["Default"] == "internal"
+    assert sorted(scheme["AllowedValues"]) == ["internal", "internet-facing"]
+    assert resources["LoadBalancer"]["Properties"]["Scheme"] == {"Ref": "LoadBalancerScheme"}
+
+
+@pytest.mark.parametrize(("scheme", "subnets"), [("internal", "PrivateSubnetIds"),
+                                                  ("internet-facing", "PublicSubnetIds")])
+def test_the_alb_sits_in_the_subnets_of_its_scheme(template, resources, scheme, subnets):
+    props = resources["LoadBalancer"]["Properties"]
+    values = _params(template, LoadBalancerScheme=scheme, PublicSubnetIds="subnet-pub1,subnet-pub2",
+                     PrivateSubnetIds=["subnet-prv1", "subnet-prv2"])
+    assert _resolve(props["Scheme"], template, values) == scheme
+    assert _resolve(props["Subnets"], template, values) == values[subnets]
+    tasks = resources["Service"]["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]["Subnets"]
+    assert tasks == {"Ref": "PrivateSubnetIds"}  # an internal ALB shares the tasks' private subnets
+
+
+@pytest.mark.parametrize(("scheme", "public", "accepted"), [
+    ("internal", "", True), ("internet-facing", "subnet-a,subnet-b", True), ("internet-facing", "", False)])
+def test_an_internet_facing_alb_cannot_be_created_without_public_subnets(template, scheme, public, accepted):
+    values = _params(template, LoadBalancerScheme=scheme, PublicSubnetIds=public)
+    refused = [name for name, rule in template["Rules"].items()
+               if _resolve(rule["RuleCondition"], template, values)
+               and not all(_resolve(a["Assert"], template, values) for a in rule["Assertions"])]
+    assert (refused == []) == accepted
+
+
+@pytest.mark.parametrize("listener", CALLER_LISTENERS)
+@pytest.mark.parametrize(("method", "pattern"), API_ROUTES)
+def test_callers_listeners_forward_every_api_route(template, listener, method, pattern):
+    answer = _route(template, listener, method, _example_path(pattern))
+    assert answer == ("forward", frozenset({"BlueTargetGroup"}))
+
+
+@pytest.mark.parametrize("listener", CALLER_LISTENERS)
+@pytest.mark.parametrize("path", NOT_FORWARDED)
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_callers_listeners_forward_nothing_else(template, listener, method, path):
+    assert _route(template, listener, method, path) == NOT_FOUND
+
+
+@pytest.mark.parametrize("listener", CALLER_LISTENERS)
+def test_the_rules_forward_exactly_the_api_route_patterns(template, listener):
+    forwarded = set()
+    for rule in _rules(template, listener):
+        if rule["Actions"][-1]["Type"] == "forward":
+            for condition in rule["Conditions"]:
+                assert condition["Field"] == "path-pattern"
+                forwarded.update(condition["PathPatternConfig"]["Values"])
+    assert forwarded == {pattern for _, pattern in API_ROUTES}
+    assert json.loads(NOT_FOUND[3]) == {"error": "not found"}  # the service's own error shape
+
+
+def test_the_test_listener_answers_like_the_production_listener(template):
+    requests = [(m, _example_path(p)) for m, p in API_ROUTES] + [("GET", p) for p in NOT_FORWARDED]
+    for method, path in requests:
+        test, production = (_route(template, listener, method, path) for listener in CALLER_LISTENERS[::-1])
+        assert test == production
+
+
+def test_port_80_only_redirects_to_https(template, resources):
+    assert _rules(template, "HttpRedirectListener") == []
+    (action,) = resources["HttpRedirectListener"]["Properties"]["DefaultActions"]
+    assert action["Type"] == "redirect"
+    assert action["RedirectConfig"] == {"Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"}
+    for listener in CALLER_LISTENERS:
+        props = resources[listener]["Properties"]
+        assert props["Protocol"] == "HTTPS" and props["SslPolicy"].startswith("ELBSecurityPolicy-TLS13-1-2-")
+
+
+def test_the_rules_fit_the_alb_limits(template):
+    """AWS: at most 3 values per condition and 5 per rule, 5 wildcards per rule, 100 rules per ALB,
+    unique priorities 1-50000 per listener."""
+    rules = [r["Properties"] for r in template["Resources"].values() if r["Type"] == RULE]
+    assert len(rules) <= 100
+    for listener in CALLER_LISTENERS:
+        priorities = [int(rule["Priority"]) for rule in _rules(template, listener)]
+        assert len(priorities) == len(set(priorities)) and all(1 <= p <= 50_000 for p in priorities)
+    for rule in rules:
+        values = [v for c in rule["Conditions"] for v in c["PathPatternConfig"]["Values"]]
+        assert all(len(c["PathPatternConfig"]["Values"]) <= 3 for c in rule["Conditions"])
+        assert len(values) <= 5 and sum(v.count("*") + v.count("?") for v in values) <= 5
+        assert all(len(v) <= 128 for v in values)
+
+
+@pytest.mark.parametrize(("live", "group"), [("blue", "BlueTargetGroup"), ("green", "GreenTargetGroup")])
+def test_every_forward_follows_the_live_target_group(template, live, group):
+    """Default actions and rules of both listeners forward to the one group LiveTargetGroup names,
+    and deploy/listeners.py, given the listeners as AWS describes them, finds that group."""
+    values = _params(template, LiveTargetGroup=live)
+    described = {}
+    for listener in CALLER_LISTENERS:
+        actions = [template["Resources"][listener]["Properties"]["DefaultActions"]]
+        actions += [rule["Actions"] for rule in _rules(template, listener)]
+        outcomes = {_outcome(a, template, values) for a in actions}
+        assert {o for o in outcomes if o[0] == "forward"} == {("forward", frozenset({group}))}
+        described[listener] = [{"Priority": str(i), "Actions": _resolve(a, template, values)}
+                               for i, a in enumerate(actions)]
+    assert _listeners_module().live_target_group(described) == group
+
+
+def _listeners_module():
+    spec = importlib.util.spec_from_file_location("deploy_listeners", ROOT / "deploy" / "listeners.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_listener_check_after_a_deployment():
+    """After a deployment CodeDeploy leaves both groups in each forward, the idle one at weight 0; a
+    forward it did not move (stale) is named."""
+    check = _listeners_module()
+
+    def forward(*weights):
+        return {"Type": "forward", "ForwardConfig": {"TargetGroups": [
+            {"TargetGroupArn": arn, "Weight": w} for arn, w in weights]}}
+
+    moved = {"production": [{"Priority": "default", "Actions": [forward(("green", 100), ("blue", 0))]},
+                            {"Priority": "10", "Actions": [forward(("green", 100), ("blue", 0))]},
+                            {"Priority": "1000", "Actions": [{"Type": "fixed-response"}]}],
+             "test": [{"Priority": "default", "Actions": [{"Type": "forward", "TargetGroupArn": "green"}]}]}
+    assert check.live_target_group(moved) == "green"
+    left_behind = {"Priority": "20", "Actions": [{"Type": "forward", "TargetGroupArn": "blue"}]}
+    stale = {**moved, "production": [*moved["production"], left_behind]}
+    with pytest.raises(ValueError, match=r"blue: production listener, rule 20"):
+        check.live_target_group(stale)
+    halfway = {"production": [{"Priority": "default", "Actions": [forward(("green", 10), ("blue", 90))]}]}
+    with pytest.raises(ValueError, match="do not all forward to one target group"):
+        check.live_target_group(halfway)
+    with pytest.raises(ValueError, match="no rule"):
+        check.live_target_group({"production": [{"Priority": "1", "Actions": [{"Type": "fixed-response"}]}]})
+
+
+def _task_ingress(template: dict) -> list[dict]:
+    """Every rule that lets traffic into the tasks: inline, and SecurityGroupIngress resources."""
+    rules = list(template["Resources"]["TaskSecurityGroup"]["Properties"]["SecurityGroupIngress"])
+    rules += [{**r["Properties"], "Condition": r.get("Condition")} for r in template["Resources"].values()
+              if r["Type"] == "AWS::EC2::SecurityGroupIngress"
+              and r["Properties"]["GroupId"] == {"Ref": "TaskSecurityGroup"}]
+    return rules
+
+
+@pytest.mark.parametrize("scraper", ["", "sg-0123456789abcdef0"])
+def test_task_port_is_open_to_the_alb_and_the_scraper_only(template, scraper):
+    values = _params(template, MetricsScraperSecurityGroupId=scraper)
+    sources = set()
+    for rule in _task_ingress(template):
+        if rule.get("Condition") and not _resolve({"Condition": rule["Condition"]}, template, values):
+            continue
+        assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 3000, 3000)
+        assert not {"CidrIp", "CidrIpv6", "SourcePrefixListId"} & set(rule)
+        sources.add(_resolve(rule["SourceSecurityGroupId"], template, values))
+    assert sources == ({"AlbSecurityGroup", scraper} if scraper else {"AlbSecurityGroup"})
+    pattern = template["Parameters"]["MetricsScraperSecurityGroupId"]["AllowedPattern"]
+    assert re.fullmatch(pattern, scraper) and not re.fullmatch(pattern, "10.0.0.0/8")
+
+
+def test_alb_drops_invalid_header_names_and_mitigates_desync(resources):
+    assert _alb_attribute(resources, "routing.http.drop_invalid_header_fields.enabled") == "true"
+    assert _alb_attribute(resources, "routing.http.desync_mitigation_mode") in {"defensive", "strictest"}
+
+
+FAKE_AWS = '''#!{python}
+import json, sys
+args = sys.argv[1:]
+prefix = "arn:aws:elasticloadbalancing:us-east-1:123456789012:"
+if args[:2] == ["cloudformation", "describe-stacks"]:
+    outputs = {{"ProductionListenerArn": prefix + "listener/app/a/1/443",
+               "TestListenerArn": prefix + "listener/app/a/1/8443",
+               "BlueTargetGroupName": "fraudsc-Blue-1", "GreenTargetGroupName": "fraudsc-Green-2"}}
+    if "{missing}" in outputs:
+        del outputs["{missing}"]
+    listed = [{{"OutputKey": k, "OutputValue": v}} for k, v in outputs.items()]
+    print(json.dumps({{"Stacks": [{{"Outputs": listed}}]}}))
+elif args[:2] == ["elbv2", "describe-rules"]:
+    green = prefix + "targetgroup/fraudsc-Green-2/abc"
+    forward = {{"Type": "forward", "TargetGroupArn": green}}
+    print(json.dumps({{"Rules": [{{"Priority": "default", "Actions": [forward]}}]}}))
+else:
+    sys.exit("unexpected aws call: " + " ".join(args))
+'''
+
+
+@pytest.mark.parametrize(("missing", "code", "said"), [
+    ("", 0, "green"), ("GreenTargetGroupName", 1, "has no output GreenTargetGroupName")])
+def test_listener_check_command(tmp_path, missing, code, said):
+    """deploy/listeners.py end to end, against a stand-in `aws` (no AWS account here)."""
+    fake = tmp_path / "aws"
+    fake.write_text(FAKE_AWS.format(python=sys.executable, missing=missing))
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run([sys.executable, str(ROOT / "deploy" / "listeners.py"), "fraudscore-staging"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == code, done.stderr
+    assert said in (done.stdout + done.stderr)
+    assert _listeners_module().target_group_name(
+        "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/fraudsc-Blue-1/0a1b") == "fraudsc-Blue-1"
