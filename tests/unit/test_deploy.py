@@ -576,3 +576,12 @@ def test_listener_check_command(tmp_path, missing, code, said):
     assert said in (done.stdout + done.stderr)
     assert _listeners_module().target_group_name(
         "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/fraudsc-Blue-1/0a1b") == "fraudsc-Blue-1"
+
+
+def test_every_api_route_of_the_service_is_forwarded_and_nothing_internal():
+    from fraudscore.edge.routes import ROUTES
+
+    patterns = {p for _, p in API_ROUTES}
+    for route in ROUTES:
+        pattern = route.path.replace("{transaction_id}", "*")
+        assert (pattern in patterns) == (route.exposure == "api"), route.path
