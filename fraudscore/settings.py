@@ -47,9 +47,11 @@ def check_rate(value: str | None, setting: str) -> str | None:
     from limits import parse
 
     try:
-        parse(value)
+        item = parse(value)
     except ValueError:
-        raise ValueError(f"{setting}: {value!r} is not a rate such as '2000/second'") from None
+        item = None
+    if item is None or item.amount < 1:
+        raise ValueError(f"{setting}: {value!r} is not a rate such as '2000/second'")
     return value.strip()
 
 

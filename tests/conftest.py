@@ -50,3 +50,22 @@ def stand_in():
 def tx_body(dataset, i: int, **extra) -> dict:
     """Row ``i`` of a dataset as a request body."""
     return {**{f: float(v) for f, v in zip(FEATURES, dataset.X[i], strict=True)}, **extra}
+
+
+def need_service(name: str, host: str, port: int) -> None:
+    """Skip (on a developer machine) or fail (in CI, CI=true) when a server does not answer."""
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} on {host}:{port} is not reachable in CI: {exc}")
+        pytest.skip(f"{name} on {host}:{port} is not reachable here ({exc}); CI runs this test")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The local Redis (127.0.0.1:6379), database 15; tests use keys of their own."""
+    need_service("Redis", "127.0.0.1", 6379)
+    return "redis://127.0.0.1:6379/15"

@@ -83,7 +83,7 @@ class Edge:
             if scope["type"] == "websocket":  # none is served
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            await self.app(scope, receive, send)  # lifespan: BentoML loads the service
+            await self.app(scope, receive, self._on_lifespan(send))  # BentoML loads the service
             return
         started = time.perf_counter()
         route, params = match(scope["path"])
@@ -108,6 +108,14 @@ class Edge:
             self._count(label, scope["method"], status, elapsed)
             if status >= 400:
                 self._log_answer(scope, label, status, elapsed, request_id)
+
+    def _on_lifespan(self, send):
+        async def send_after_closing(message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await self.limits.aclose()
+            await send(message)
+
+        return send_after_closing
 
     def _count(self, label: str, method: str, status: int, elapsed: float) -> None:
         method = method if method in _METHODS else "other"

@@ -55,13 +55,17 @@ class RateLimits:
         self._items: dict[str, RateLimitItem] = {}
         self._blocked: dict[str, float] = {}  # address -> monotonic time its refusal ends
         self._redis = not settings.rate_limit_storage.startswith("memory://")
+        self._pool = None
         if self._redis:
             from limits.aio.storage import RedisStorage
             from limits.aio.strategies import FixedWindowRateLimiter
+            from redis.asyncio import ConnectionPool
 
-            uri = "async+" + settings.rate_limit_storage
-            storage = RedisStorage(uri, wrap_exceptions=True, implementation="redispy",
-                                   socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
+            # our own pool, so shutdown can close its connections (aclose)
+            self._pool = ConnectionPool.from_url(settings.rate_limit_storage, socket_timeout=REDIS_TIMEOUT_S,
+                                                 socket_connect_timeout=REDIS_TIMEOUT_S)
+            storage = RedisStorage("async+" + settings.rate_limit_storage, wrap_exceptions=True,
+                                   implementation="redispy", connection_pool=self._pool)
         else:
             from limits.storage import MemoryStorage
             from limits.strategies import FixedWindowRateLimiter
@@ -71,9 +75,10 @@ class RateLimits:
         self._redis_down_until = 0.0
         self._errors = Throttled(log, logging.WARNING, 10.0)
 
-    @property
-    def enabled(self) -> bool:
-        return self._default is not None or self._auth is not None
+    async def aclose(self) -> None:
+        """Close the Redis connections (at shutdown)."""
+        if self._pool is not None:
+            await self._pool.disconnect()
 
     def _item(self, key: ApiKey) -> RateLimitItem | None:
         if key.rate_limit is None:
