@@ -4,7 +4,6 @@ import importlib.util
 import numpy as np
 import pytest
 
-from fraudscore.features import FEATURES
 from fraudscore.schemas import FraudScoreOut, TransactionIn
 from fraudscore.scoring.batching import MERGE_BELOW_ROWS
 from fraudscore.scoring.pipeline import ModelUnavailable, ScoringPipeline, check_configuration
@@ -29,8 +28,8 @@ def test_pipeline_scores_like_the_model_and_keeps_order(trained, stand_in, engin
     assert [v["transaction_id"] for v in verdicts] == [str(i) for i in range(50)]
     for v in verdicts:  # the edge sends these dicts as they are: they must be the declared schema
         assert FraudScoreOut.model_validate(v).model_dump(exclude_none=True) == v
-    proba = pipeline.scorer.forest.predict_proba(stand_in.X[:50])
-    assert np.allclose([v["fraud_probability"] for v in verdicts], proba, atol=1e-6)
+    proba = _reference_forest(trained).predict_proba(stand_in.X[:50].astype(np.float32))[:, 1]
+    assert np.allclose([v["fraud_probability"] for v in verdicts], proba, atol=1e-5)
     assert [v["fraud_score"] for v in verdicts] == np.rint(proba * 100).astype(int).tolist()
     block = pipeline.scorer.thresholds.block
     assert [v["decision"] for v in verdicts] == [pipeline.scorer.thresholds.decide(v["fraud_score"])
@@ -100,5 +99,28 @@ def test_start_up_check_rejects_a_review_edge_above_the_learned_block(trained):
     check_configuration(_settings(model_tag="fraud_detector:nosuchversion", review_threshold=99))
 
 
-def test_feature_order_is_the_schema_order():
-    assert list(TransactionIn.model_fields)[: len(FEATURES)] == list(FEATURES)
+# creditcard.csv's header, written out here rather than taken from the package's FEATURES
+REAL_FILE_COLUMNS = ("Time", *(f"V{i}" for i in range(1, 29)), "Amount")
+
+
+def test_each_json_field_reaches_the_model_column_of_its_name_in_the_real_file(trained):
+    pipeline = ScoringPipeline.load(_settings(model_tag=trained.tag, adaptive_batching=False))
+    seen: list[np.ndarray] = []
+    forest = pipeline.scorer.forest
+    pipeline.scorer.forest = type("Recording", (), {"engine": "onnx", "predict_proba": staticmethod(
+        lambda X: seen.append(X.copy()) or forest.predict_proba(X))})()
+    row = np.arange(30) * 1.5 + 0.25  # a different value in every column
+    fields = dict(zip(REAL_FILE_COLUMNS, row.tolist(), strict=True))
+    shuffled = dict(sorted(fields.items(), key=lambda kv: hash(kv[0])))  # JSON key order is no order
+    asyncio.run(pipeline.score_transactions([TransactionIn(**shuffled)]))
+    assert seen[0].tolist() == [row.tolist()]
+
+
+def _reference_forest(trained):
+    """The trained forest read straight from its skops file: scikit-learn, not the ONNX path."""
+    import skops.io as sio
+
+    from fraudscore import artifact
+
+    path = artifact.load(trained.tag).path / artifact.SKOPS_FILE
+    return sio.load(path, trusted=["sklearn.tree._tree.Tree"])
