@@ -21,6 +21,8 @@ ONNX_FILE = "model.onnx"
 SKOPS_FILE = "model.skops"
 SERVING_FILE = "serving.json"
 FORMAT_VERSION = 1
+# what serving reads from serving.json
+SERVING_KEYS = ("features", "thresholds", "feature_stats", "feature_importances")
 
 
 class ArtifactError(RuntimeError):
@@ -98,4 +100,7 @@ def load(tag: str, model_file: str = ONNX_FILE) -> LoadedArtifact:
         serving = json.loads(verified[SERVING_FILE])
     except ValueError:
         raise ArtifactError(f"model {model.tag}: {SERVING_FILE} is not valid JSON") from None
+    missing = [k for k in SERVING_KEYS if not isinstance(serving, dict) or k not in serving]
+    if missing:
+        raise ArtifactError(f"model {model.tag}: {SERVING_FILE} lacks {', '.join(missing)}")
     return LoadedArtifact(str(model.tag), root, metadata, serving, verified[model_file])

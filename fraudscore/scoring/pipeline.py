@@ -162,13 +162,13 @@ class ScoringPipeline:
         try:
             scorer = Scorer(load(settings.model_tag, model_file), settings)
         except ArtifactError as exc:
-            log.warning("model unavailable, serving 503 until restarted: %s", exc)
+            log.error("model unavailable, serving 503 until restarted: %s", exc)
             return cls(None, str(exc))
         except ConfigError:
             raise  # a bad setting is the operator's to fix: refuse to start
         except Exception as exc:  # a corrupt graph makes ONNX Runtime raise its own types
             reason = f"model {settings.model_tag!r} failed to load: {type(exc).__name__}: {exc}"
-            log.warning("model unavailable, serving 503 until restarted: %s", reason)
+            log.error("model unavailable, serving 503 until restarted: %s", reason)
             return cls(None, reason[:500])
         batcher = ModelBatcher(scorer.predict, settings.batch_max_items) \
             if settings.adaptive_batching else None

@@ -23,10 +23,12 @@ H = {"X-API-Key": KEY}
 KEY_VARS = ("FRAUD_API_KEYS", "API_KEY", "FRAUD_API_KEYS_FILE")
 
 
-def _assert_stays_unready(srv, seconds: float = 1.5) -> None:
+def _assert_stays_unready(srv, seconds: float = 1.5, reason: str = "") -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        assert httpx.get(f"{srv.url}/readyz", timeout=5).status_code == 503
+        r = httpx.get(f"{srv.url}/readyz", timeout=5)
+        assert r.status_code == 503 and r.json()["status"] == "unavailable"  # and says why
+        assert reason in r.json()["reason"]
         time.sleep(0.3)
 
 
@@ -43,7 +45,7 @@ def test_missing_model_keeps_the_process_up_and_answers_503(serve, stand_in):
     tag = "fraud_detector:doesnotexist"
     srv = serve("missing-model", expect_ready=False, workers=2, FRAUD_MODEL_TAG=tag)
     _wait_live(srv)
-    _assert_stays_unready(srv)
+    _assert_stays_unready(srv, reason="not in the model store")
     with httpx.Client(base_url=srv.url, headers=H, timeout=10) as c:
         for path, body in (("/fraud_score", tx_body(stand_in, 0)),
                            ("/fraud_score/batch", {"transactions": [tx_body(stand_in, 0)]}),
@@ -58,7 +60,9 @@ def test_missing_model_keeps_the_process_up_and_answers_503(serve, stand_in):
         assert c.post("/fraud_score", json=tx_body(stand_in, 0), headers={"X-API-Key": ""}).status_code == 403
     assert srv.alive()
     logs = srv.logs()
-    assert "model unavailable" in logs and "Traceback" not in logs
+    assert "Traceback" not in logs
+    assert "[ERROR] [entry_service:FraudScorer:1] model unavailable" in logs  # an operator's problem
+
 
 
 def test_corrupt_model_is_refused_by_its_checksum(serve, trained, stand_in):
@@ -73,7 +77,7 @@ def test_corrupt_model_is_refused_by_its_checksum(serve, trained, stand_in):
             fh.write(data)
         srv = serve("corrupt-model", expect_ready=False, workers=2, FRAUD_MODEL_TAG=extra.tag)
         _wait_live(srv)
-        _assert_stays_unready(srv)
+        _assert_stays_unready(srv, reason="checksum mismatch for model.onnx")
         for path in ("/fraud_score", "/v1/fraud-score"):
             r = httpx.post(f"{srv.url}{path}", json=tx_body(stand_in, 0), headers=H, timeout=10)
             assert r.status_code == 503, (path, r.status_code, r.text)

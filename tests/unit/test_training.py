@@ -109,3 +109,20 @@ def test_cli_refuses_bad_files_and_registers_nothing(tmp_path, content, message)
 def test_cli_rejects_bad_options_without_a_traceback(option):
     done = _train_cli(*option)
     assert done.returncode == 2 and option[0] in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_entry_whose_serving_file_lacks_a_key_is_unavailable_not_a_crash():
+    from fraudscore.scoring.pipeline import ScoringPipeline, check_configuration
+    from fraudscore.settings import Settings
+
+    tag = artifact.register({artifact.ONNX_FILE: b"graph", artifact.SERVING_FILE: b'{"features": []}'},
+                            {"trained_at": "now"}, labels={})
+    try:
+        with pytest.raises(artifact.ArtifactError, match="lacks thresholds, feature_stats"):
+            artifact.load(tag)
+        settings = Settings(_env_file=None, model_tag=tag)
+        check_configuration(settings)  # the deployment hook: no KeyError, the server starts
+        pipeline = ScoringPipeline.load(settings)
+        assert not pipeline.ready and "lacks thresholds" in pipeline.unavailable_reason
+    finally:
+        bentoml.models.delete(tag)
