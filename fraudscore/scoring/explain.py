@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ..artifact import EXPLAIN_FILE, ArtifactError, LoadedArtifact
 from ..features import FEATURES
 
 FORMAT_VERSION = 1
@@ -223,13 +224,26 @@ class Explainer:
         return out
 
 
+def from_artifact(art: LoadedArtifact, table_entries: int = TABLE_ENTRIES) -> Explainer | None:
+    """The explainer of an entry loaded with ``extra_files=(EXPLAIN_FILE,)``, or None when the
+    entry predates reason codes. Raises :class:`ArtifactError` if its explain.npz is unusable."""
+    data = art.extra.get(EXPLAIN_FILE)
+    if data is None:
+        return None
+    try:
+        return Explainer.from_bytes(data, art.serving, table_entries)
+    except ValueError as exc:
+        raise ArtifactError(f"model {art.tag}: {exc}") from None
+
+
 def describe(feature: str, value: float, grid: np.ndarray) -> str:
     """"V14 = -9.50 is lower than 99.9% of training transactions": where ``value`` stands among the
     training values whose quantile grid (``QUANTILE_POINTS`` points, inverted CDF) is ``grid``.
 
     Below the median the sentence gives a lower bound on the share of training values above it;
-    at or above the median, on the share below it (both floored to 0.1%). Outside the training
-    range it says "every training transaction"."""
+    at or above the median, on the share below it (both floored to 0.1%, so never "100.0%").
+    Outside the training range it says "every training transaction"; a value tied with the median
+    is "at the median"."""
     text = f"{value:,.2f}"
     if text.lstrip("-").strip("0.,") == "":
         text = text.lstrip("-")  # no "-0.00"
@@ -245,8 +259,8 @@ def describe(feature: str, value: float, grid: np.ndarray) -> str:
     k = int(np.searchsorted(grid, value, side="left")) - 1  # last grid point below value
     if k == last:
         return f"{head} higher than every training transaction"
-    if k <= 0:
-        return f"{head} the lowest value seen in training"
+    if k < last // 2:  # no grid point below it up to the median: it is the (tied) median
+        return f"{head} at the median of training transactions"
     return f"{head} higher than {k * 100 / last:.1f}% of training transactions"
 
 
