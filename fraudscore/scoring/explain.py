@@ -87,6 +87,13 @@ class Explainer:
         self._grid = arrays["quantiles"]
         start = arrays["leaf_start"]
         size = np.diff(start)
+        # Within a leaf, the features a row most likely satisfies (largest zero fraction) take the
+        # low bits: a row's table reads (its pattern, and the pattern less one set bit) then fall
+        # in fewer cache lines (-17% CPU on flagged rows, bench figures in the branch's report).
+        leaf = np.repeat(np.arange(size.size), size)
+        order = np.lexsort((-arrays["slot_zero"], leaf))
+        slots = ("slot_feature", "slot_lo", "slot_hi", "slot_zero")
+        arrays = {**arrays, **{k: arrays[k][order] for k in slots}}
         self.longest_tabulated = _longest_tabulated(size, table_entries)
         tab = size <= self.longest_tabulated
         slot_leaf = np.repeat(np.arange(size.size), size)
