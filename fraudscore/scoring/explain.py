@@ -39,9 +39,11 @@ from ..features import FEATURES
 
 FORMAT_VERSION = 1
 QUANTILE_POINTS = 1001
-# float32 entries the tables may hold (64 MB): the default model needs 10.1M (40 MB) to tabulate
-# every leaf (paths of up to 18 features); longer paths fall back to quadrature (bench/explain.py).
-TABLE_ENTRIES = 1 << 24
+# float32 entries the tables may hold (32 MB). On the default model this tabulates paths of up
+# to 16 features (2,893 of 2,908 leaves); tabulating all 18 takes 40 MB and loads slower, for a
+# CPU difference per explained row within run-to-run noise (+4% and -8% in two runs of
+# bench/explain.py). Longer paths use quadrature, so a bigger model stays within this memory.
+TABLE_ENTRIES = 1 << 23
 _ARRAYS = {  # name -> (dtype kind, number of dimensions)
     "format_version": ("i", 0), "base_value": ("f", 0), "leaf_value": ("f", 1), "leaf_start": ("i", 1),
     "slot_feature": ("i", 1), "slot_lo": ("f", 1), "slot_hi": ("f", 1), "slot_zero": ("f", 1),
