@@ -4,6 +4,9 @@ An entry ``fraud_detector:<version>`` holds
 - ``model.onnx``: the forest as an ONNX graph (what serving runs; loading it executes no code),
 - ``model.skops``: the scikit-learn forest in skops format (no pickle), for audits and retraining,
 - ``serving.json``: feature order, thresholds, per-feature training statistics, importances,
+- ``explain.npz``: the forest's paths and the training quantiles for reason codes (numpy arrays
+  only, read with ``allow_pickle=False``; see fraudscore.scoring.explain). Entries trained before
+  it existed lack it and still load,
 and, in its metadata, metrics, training date, data source and SHA-256, library versions, and the
 SHA-256 of each file above, which loading verifies.
 """
@@ -12,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ MODEL_NAME = "fraud_detector"
 ONNX_FILE = "model.onnx"
 SKOPS_FILE = "model.skops"
 SERVING_FILE = "serving.json"
+EXPLAIN_FILE = "explain.npz"
 FORMAT_VERSION = 1
 # what serving reads from serving.json
 SERVING_KEYS = ("features", "thresholds", "feature_stats", "feature_importances")
@@ -44,6 +49,8 @@ class LoadedArtifact:
     metadata: dict[str, Any]
     serving: dict[str, Any]
     model_bytes: bytes  # of ONNX_FILE or SKOPS_FILE: the one the chosen engine runs
+    # verified bytes of the extra files asked for that the entry has (an older entry may lack one)
+    extra: dict[str, bytes] = field(default_factory=dict)
 
 
 def register(files: dict[str, bytes], metadata: dict[str, Any], labels: dict[str, str]) -> str:
@@ -66,10 +73,14 @@ def register(files: dict[str, bytes], metadata: dict[str, Any], labels: dict[str
     return str(model.tag)
 
 
-def load(tag: str, model_file: str = ONNX_FILE) -> LoadedArtifact:
-    """Fetch an entry, verify the checksums of ``model_file`` and ``serving.json``, and read them.
+def load(tag: str, model_file: str = ONNX_FILE, extra_files: Sequence[str] = ()) -> LoadedArtifact:
+    """Fetch an entry, verify the checksums of ``model_file``, ``serving.json`` and those of
+    ``extra_files`` the entry was written with, and read them.
 
-    Raises :class:`ArtifactError` with a reason fit for a 503 body and a log line.
+    An extra file the entry was not written with (no checksum: an older entry) is left out of
+    ``LoadedArtifact.extra``; one it was written with but that is missing or altered is refused
+    like the model itself. Raises :class:`ArtifactError` with a reason fit for a 503 body and a
+    log line.
     """
     import bentoml
     from bentoml.exceptions import BentoMLException, NotFound
@@ -88,7 +99,8 @@ def load(tag: str, model_file: str = ONNX_FILE) -> LoadedArtifact:
     if metadata.get("format_version") != FORMAT_VERSION or not isinstance(checksums, dict):
         raise ArtifactError(f"model {model.tag} was not written by this project's train.py")
     verified = {}
-    for name in (model_file, SERVING_FILE):
+    wanted = [model_file, SERVING_FILE, *(n for n in extra_files if n in checksums)]
+    for name in dict.fromkeys(wanted):
         try:
             data = (root / name).read_bytes()  # the bytes checked are the bytes used
         except OSError:
@@ -103,4 +115,5 @@ def load(tag: str, model_file: str = ONNX_FILE) -> LoadedArtifact:
     missing = [k for k in SERVING_KEYS if not isinstance(serving, dict) or k not in serving]
     if missing:
         raise ArtifactError(f"model {model.tag}: {SERVING_FILE} lacks {', '.join(missing)}")
-    return LoadedArtifact(str(model.tag), root, metadata, serving, verified[model_file])
+    extra = {name: verified[name] for name in extra_files if name in verified}
+    return LoadedArtifact(str(model.tag), root, metadata, serving, verified[model_file], extra)

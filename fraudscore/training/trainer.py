@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import artifact
 from ..features import FEATURES
+from ..scoring.explain import Explainer
 from ..scoring.model import OnnxForest
 from ..scoring.thresholds import Thresholds, choose, to_scores
 from .data import Dataset
@@ -25,8 +26,12 @@ PARITY_TOLERANCE = 1e-5
 QUANTILES = (0.001, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999)
 
 
+EXPLAIN_CHECK_ROWS = 300  # test rows (besides every test fraud) whose explanations are checked
+
+
 class ParityError(RuntimeError):
-    """The ONNX export does not reproduce scikit-learn's probabilities."""
+    """The ONNX export does not reproduce scikit-learn's probabilities, or the explanations do
+    not add up to the ONNX probabilities."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,23 @@ def _metrics(y: np.ndarray, proba: np.ndarray, th: Thresholds) -> dict[str, floa
     }
 
 
+def _explainer(forest: Any, X_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
+               test_proba: np.ndarray) -> tuple[bytes, dict[str, Any]]:
+    """explain.npz, read back as serving reads it; base value + contributions must give the ONNX
+    probability of every test fraud and of the first test rows."""
+    from .explain_export import export
+
+    data, stats = export(forest, X_train)
+    explainer = Explainer.from_bytes(data, {"features": list(FEATURES)})
+    rows = np.union1d(np.flatnonzero(y_test), np.arange(min(EXPLAIN_CHECK_ROWS, y_test.size)))
+    total = explainer.base_value + explainer.contributions(X_test[rows]).sum(axis=1)
+    diff = float(np.max(np.abs(total - test_proba[rows])))
+    if not diff <= PARITY_TOLERANCE:
+        raise ParityError(f"explanations differ from the ONNX probabilities by {diff:.3g} "
+                          f"(> {PARITY_TOLERANCE})")
+    return data, {**stats, "base_value": explainer.base_value, "onnx_max_abs_diff": diff}
+
+
 def _versions() -> dict[str, str]:
     pkgs = ("bentoml", "scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "skops")
     return {"python": platform.python_version(), **{p: version(p) for p in pkgs}}
@@ -149,6 +171,9 @@ def train(data: Dataset, cfg: TrainConfig = TrainConfig(), progress: bool = True
     if not diff <= PARITY_TOLERANCE:
         raise ParityError(f"ONNX differs from scikit-learn by {diff:.3g} (> {PARITY_TOLERANCE})")
 
+    log("exporting the explainer and checking that explanations add up to the ONNX probabilities")
+    explain_bytes, explain_stats = _explainer(forest, X[train_idx], X[test_idx], y[test_idx], test_proba)
+
     thresholds = choose(to_scores(engine.predict_proba(X[val_idx])), y[val_idx], cfg.review_budget)
     metrics = _metrics(y[test_idx], test_proba, thresholds)
     metrics["onnx_max_abs_diff"] = diff
@@ -171,12 +196,14 @@ def train(data: Dataset, cfg: TrainConfig = TrainConfig(), progress: bool = True
         "thresholds": thresholds.as_dict(),
         "hyperparameters": {k: "none" if v is None else v for k, v in cfg.__dict__.items()},
         "versions": _versions(),
+        "explain": explain_stats,
     }
     skops_buf = io.BytesIO()
     sio.dump(forest, skops_buf)
     tag = artifact.register(
         {artifact.ONNX_FILE: onnx_bytes, artifact.SKOPS_FILE: skops_buf.getvalue(),
-         artifact.SERVING_FILE: json.dumps(serving, indent=1).encode()},
+         artifact.SERVING_FILE: json.dumps(serving, indent=1).encode(),
+         artifact.EXPLAIN_FILE: explain_bytes},
         metadata,
         labels={"framework": "scikit-learn", "engine": "onnxruntime", "stage": "dev"},
     )
