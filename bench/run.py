@@ -1,17 +1,20 @@
 """`make bench`: the service under load, configurations side by side in one run.
 
-    make bench                                   # every configuration, 15 s a cell
-    make bench BENCH_ARGS="--seconds 5 --engines onnx --concurrency 20"
+    make bench                                            # every section (~15 min)
+    make bench BENCH_ARGS="--sections ratelimit,overload --seconds 8"
     .venv/bin/python bench/run.py --help
 
-For each engine (ONNX Runtime, scikit-learn) and adaptive batching (off, on) it starts `bentoml
-serve` with the production configuration.yaml (2 workers) on a free loopback port, then drives
-`/fraud_score` (one transaction a request, 1,000 varied stand-in transactions in turn) and
-`/fraud_score/batch` (1,000 transactions a request) at 1, 20 and 64 keep-alive connections with
-wrk, a C load generator in its own process, after a warm-up. It prints one Markdown table (req/s,
-transactions/s, p50, p95, p99, errors, worker RSS, time to /readyz) and writes it with the raw
-figures as JSON to results/bench-<time>/. The model comes from the current store when it has
-``fraud_detector``, else it is trained once into a temporary store (about 30 s).
+Each configuration runs on its own `bentoml serve` (production configuration.yaml, 2 workers) on a
+free loopback port, loaded by wrk (C, its own process, same 2 cores) after a warm-up. Requests
+cycle through 1,000 stand-in transactions, 5% of them fraud-like. Comparisons alternate their
+variants round by round and report medians and the ratio to the first variant, because this
+machine's speed drifts by tens of percent within minutes. Latency by request kind and status comes
+from each request's send time echoed in X-Request-ID (bench/wrk.lua). Results: a Markdown report
+and the raw figures in results/bench-<time>/.
+
+Sections: table (routes x connections), ratelimit (off / in memory / Redis), batching (adaptive
+batching off / on), overload (1,000 connections: shed fast, answer everyone), mixed (single
+transactions alone vs with 5% of 1,000-row batches).
 """
 
 from __future__ import annotations
@@ -20,133 +23,141 @@ import argparse
 import json
 import os
 import secrets
-import shutil
+import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from harness import ROOT, Bench, Load, write_bodies, wrk_binary
 
-from fraudscore.devtools import LocalServer, ensure_model  # noqa: E402
-from fraudscore.features import FEATURES  # noqa: E402
-from fraudscore.training.data import generate  # noqa: E402
+from fraudscore.devtools import ensure_model
 
-ENDPOINTS = {"single": ("/fraud_score", 1), "batch": ("/fraud_score/batch", 1000)}
+NO_LIMIT = {"FRAUD_RATE_LIMIT": "off"}
+SECTIONS = ("table", "ratelimit", "batching", "overload", "mixed")
 
 
-def wrk_binary() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        print("installing wrk (Debian package) ...", flush=True)
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)  # noqa: S607
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env)  # noqa: S607
-        return shutil.which("wrk") or sys.exit("wrk did not install")
-    sys.exit("bench needs wrk (apt-get install wrk / brew install wrk)")
+def _redis_up() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
-def write_bodies(folder: Path) -> dict[str, Path]:
-    data = generate(30_000, seed=11)
-    frauds = [i for i in range(len(data.y)) if data.y[i] == 1]
-    picked = (frauds * 50)[:50] + list(range(950))  # 5% fraud-like rows, as a hard case mix
-    txs = [{f: float(v) for f, v in zip(FEATURES, data.X[i], strict=True)} | {"transaction_id": f"t{i}"}
-           for i in picked]
-    single = folder / "single.jsonl"
-    single.write_text("".join(json.dumps(tx) + "\n" for tx in txs))
-    batch = folder / "batch.jsonl"
-    batch.write_text("".join(json.dumps({"transactions": txs[k:] + txs[:k]}) + "\n" for k in range(4)))
-    return {"single": single, "batch": batch}
+def table(b: Bench, report: list[str]) -> None:
+    report += ["## Routes and connections (defaults, rate limit off)", "",
+               "| route | connections | req/s | transactions/s | p50 ms | p99 ms | errors | worker RSS MB |",
+               "|---|---|---|---|---|---|---|---|"]
+    cells = [("single", Load(1)), ("single", Load(20)), ("single", Load(64)),
+             ("legacy", Load(20, path="/v1/fraud-score")), ("batch 1,000", Load(1, batch_permille=1000)),
+             ("batch 1,000", Load(20, batch_permille=1000))]
+    with b.server(NO_LIMIT, "table") as srv:
+        for name, load in cells:
+            r = b.measure(srv, load, section="table", route=name)
+            report.append(f"| {name} | {load.conns} | {r['req_s']:,.0f} | {r['req_s'] * load.rows:,.0f} "
+                          f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {r['worker_rss_mb']:.0f} |")
+            print(f"  table {name} c={load.conns}: {r['req_s']:,.0f} req/s p99 {r['p99_ms']:.2f} ms", flush=True)
+        ready = srv.ready_seconds
+    report += ["", f"/readyz answered 200 {ready:.1f} s after `bentoml serve` started.", ""]
 
 
-def run_wrk(wrk: str, url: str, key: str, path: str, bodies: Path, conns: int, seconds: int,
-            out: Path) -> dict:
-    env = {**os.environ, "BENCH_KEY": key, "BENCH_PATH": path, "BENCH_BODIES": str(bodies),
-           "BENCH_OUT": str(out)}
-    threads = min(conns, 2)
-    subprocess.run([wrk, f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--timeout", "15s",
-                    "-s", str(ROOT / "bench" / "wrk.lua"), url],
-                   env=env, check=True, stdout=subprocess.DEVNULL)
-    return json.loads(out.read_text())
+def _comparison(report: list[str], title: str, summary: dict) -> None:
+    report += [f"## {title}", "", "| variant | req/s (median) | ratio | p99 ms (median) | p99 change ms | errors |",
+               "|---|---|---|---|---|---|"]
+    for label, s in summary.items():
+        report.append(f"| {label} | {s['req_s']:,.0f} | {s['ratio']:.3f} | {s['p99_ms']:.2f} "
+                      f"| {s['p99_delta_ms']:+.2f} | {s['errors']} |")
+    report.append("")
+
+
+def ratelimit(b: Bench, report: list[str], rounds: int) -> None:
+    variants = {"off": NO_LIMIT, "in memory": {"FRAUD_RATE_LIMIT": "1000000/second"}}
+    if _redis_up():
+        variants["Redis"] = {"FRAUD_RATE_LIMIT": "1000000/second",
+                             "FRAUD_RATE_LIMIT_STORAGE": "redis://127.0.0.1:6379/14"}
+    _comparison(report, "Rate limiting (single transactions, 20 connections; a limit no request reaches)",
+                b.compare("ratelimit", variants, Load(20), rounds))
+
+
+def batching(b: Bench, report: list[str], rounds: int) -> None:
+    variants = {"off": {**NO_LIMIT, "FRAUD_ADAPTIVE_BATCHING": "false"},
+                "on": {**NO_LIMIT, "FRAUD_ADAPTIVE_BATCHING": "true"}}
+    _comparison(report, "Adaptive batching (single transactions, 64 connections)",
+                b.compare("batching", variants, Load(64), rounds))
+
+
+def _kind(r: dict, key: str) -> dict:
+    return r["by_kind"].get(key, {"count": 0, "p50_us": 0, "p99_us": 0, "max_us": 0})
+
+
+def overload(b: Bench, report: list[str]) -> None:
+    with b.server(NO_LIMIT, "overload") as srv:
+        r = b.measure(srv, Load(1000), section="overload", timeout_s=5)
+    ok, shed = _kind(r, "single 200"), _kind(r, "single 503")
+    report += ["## Overload: 1,000 connections of single transactions (wrk timeout 5 s)", "",
+               "| req/s | answered 200 | shed 503 | other errors | client time-outs | p99 of 200 ms "
+               "| p50 / p99 of 503 ms | p99 all ms |", "|---|---|---|---|---|---|---|---|",
+               f"| {r['req_s']:,.0f} | {ok['count']:,} | {shed['count']:,} "
+               f"| {r['errors'] - shed['count'] - r['timeouts']} | {r['timeouts']} | {ok['p99_us'] / 1e3:.1f} "
+               f"| {shed['p50_us'] / 1e3:.1f} / {shed['p99_us'] / 1e3:.1f} | {r['p99_ms']:.1f} |", ""]
+    print(f"  overload: {r['req_s']:,.0f} req/s, 200 p99 {ok['p99_us'] / 1e3:.1f} ms, "
+          f"503 {shed['count']} p99 {shed['p99_us'] / 1e3:.1f} ms, timeouts {r['timeouts']}", flush=True)
+
+
+def mixed(b: Bench, report: list[str], rounds: int) -> None:
+    report += ["## Large batches beside single transactions (20 connections)", "",
+               "| round | singles alone: p99 ms | with 5% 1,000-row batches: singles p99 ms | ratio "
+               "| batches p99 ms |", "|---|---|---|---|---|"]
+    ratios = []
+    with b.server(NO_LIMIT, "mixed") as srv:
+        for r in range(rounds):
+            alone = _kind(b.measure(srv, Load(20), section="mixed", variant="alone"), "single 200")
+            mix = b.measure(srv, Load(20, batch_permille=50), section="mixed", variant="5% batches")
+            single, batch = _kind(mix, "single 200"), _kind(mix, "batch 200")
+            ratios.append(single["p99_us"] / max(alone["p99_us"], 1))
+            report.append(f"| {r + 1} | {alone['p99_us'] / 1e3:.2f} | {single['p99_us'] / 1e3:.2f} "
+                          f"| {ratios[-1]:.2f} | {batch['p99_us'] / 1e3:.1f} |")
+            print(f"  mixed round {r + 1}: singles p99 {alone['p99_us'] / 1e3:.2f} -> "
+                  f"{single['p99_us'] / 1e3:.2f} ms", flush=True)
+    report += ["", f"Median ratio: {sorted(ratios)[len(ratios) // 2]:.2f}", ""]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=int, default=15, help="measured time per cell")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"any of {', '.join(SECTIONS)}")
+    ap.add_argument("--seconds", type=int, default=10, help="measured time per cell")
     ap.add_argument("--warmup", type=int, default=3, help="unmeasured load before each cell")
-    ap.add_argument("--engines", default="onnx,sklearn")
-    ap.add_argument("--batching", default="off,on")
-    ap.add_argument("--concurrency", default="1,20,64")
-    ap.add_argument("--endpoints", default="single,batch")
-    ap.add_argument("--extra-config", action="append", default=[], metavar="NAME=ENV=VALUE",
-                    help="also run ONNX/off with one environment change, e.g. "
-                         "accesslog=BENTOML_CONFIG=/path/with-access-log.yaml")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of each comparison")
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     args = ap.parse_args()
+    unknown = set(args.sections.split(",")) - set(SECTIONS)
+    if unknown:
+        ap.error(f"unknown section(s): {', '.join(sorted(unknown))}")
 
-    wrk = wrk_binary()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.out / f"bench-{stamp}"
     out.mkdir(parents=True)
     key = secrets.token_urlsafe(24)
-    base_env = {"FRAUD_API_KEYS": key, "FRAUD_ENV_FILE": "", "FRAUD_MODEL_TAG": "fraud_detector:latest"}
-    base_env.setdefault("BENTOML_HOME", os.environ.get("BENTOML_HOME", str(Path.home() / "bentoml")))
+    base_env = {"FRAUD_API_KEYS": key, "FRAUD_MODEL_TAG": "fraud_detector:latest",
+                "BENTOML_HOME": os.environ.get("BENTOML_HOME", str(Path.home() / "bentoml"))}
     try:
         ensure_model({**os.environ, **base_env})
     except subprocess.CalledProcessError:  # the user's store cannot be written: use a private one
         base_env["BENTOML_HOME"] = tempfile.mkdtemp(prefix="fraudscore-bench-")
         ensure_model({**os.environ, **base_env})
-    bodies = write_bodies(out)
+    b = Bench(wrk_binary(), out, key, write_bodies(out), base_env, args.seconds, args.warmup)
 
-    configs = [(e, b, {"FRAUD_ENGINE": e, "FRAUD_ADAPTIVE_BATCHING": "true" if b == "on" else "false"})
-               for e in args.engines.split(",") for b in args.batching.split(",")]
-    for extra in args.extra_config:
-        name, var, value = extra.split("=", 2)
-        configs.append(("onnx", f"off, {name}", {"FRAUD_ENGINE": "onnx", "FRAUD_ADAPTIVE_BATCHING": "false",
-                                                 var: value}))
-    rows = []
-    for engine, batching, env in configs:
-        label = f"{engine} / batching {batching}"
-        print(f"{label}: starting server ...", flush=True)
-        with LocalServer({**base_env, **env}, out / f"server-{engine}-{batching}.log") as srv:
-            for endpoint in args.endpoints.split(","):
-                path, size = ENDPOINTS[endpoint]
-                for conns in map(int, args.concurrency.split(",")):
-                    run_wrk(wrk, srv.url, key, path, bodies[endpoint], conns, args.warmup,
-                            out / "warmup.json")
-                    r = run_wrk(wrk, srv.url, key, path, bodies[endpoint], conns, args.seconds,
-                                out / "cell.json")
-                    rps = r["requests"] / (r["duration_us"] / 1e6)
-                    row = {"engine": engine, "batching": batching, "endpoint": endpoint, "rows": size,
-                           "concurrency": conns, "req_s": rps, "tx_s": rps * size,
-                           "p50_ms": r["p50_us"] / 1e3, "p95_ms": r["p95_us"] / 1e3,
-                           "p99_ms": r["p99_us"] / 1e3,
-                           "max_ms": r["max_us"] / 1e3, "errors": r["socket_errors"] + r["non_2xx"],
-                           "worker_rss_mb": max(srv.worker_rss_mb(), default=0.0),
-                           "ready_s": srv.ready_seconds}
-                    rows.append(row)
-                    print(f"  {endpoint:6} c={conns:<3} {rps:8,.0f} req/s  p99 {row['p99_ms']:7.2f} ms  "
-                          f"errors {row['errors']}", flush=True)
-
-    header = ("| engine | adaptive batching | endpoint | connections | req/s | transactions/s | p50 ms "
-              "| p95 ms | p99 ms | errors | worker RSS MB | /readyz s |")
-    lines = [header, "|" + "---|" * 12]
-    for r in rows:
-        lines.append(f"| {r['engine']} | {r['batching']} | {r['endpoint']} ({r['rows']:,} tx) "
-                     f"| {r['concurrency']} "
-                     f"| {r['req_s']:,.0f} | {r['tx_s']:,.0f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} "
-                     f"| {r['p99_ms']:.2f} | {r['errors']} | {r['worker_rss_mb']:.0f} | {r['ready_s']:.1f} |")
-    machine = f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}"
-    title = (f"bench {stamp}: {machine}; {args.seconds:g} s per cell after {args.warmup:g} s warm-up; "
-             "wrk on the same machine")
-    table = "\n".join([title, "", *lines])
-    (out / "bench.md").write_text(table + "\n")
-    (out / "bench.json").write_text(json.dumps({"title": title, "rows": rows}, indent=1))
-    print("\n" + table + f"\n\nwritten to {out}/bench.md and bench.json")
+    machine = f"{os.cpu_count()} cores, {os.uname().machine}, Linux {os.uname().release}"
+    report = [f"# make bench {stamp}", "", f"{machine}; wrk on the same cores; {args.seconds} s per cell "
+              f"after {args.warmup} s of warm-up; comparisons: medians of {args.rounds} alternating rounds.", ""]
+    for section in args.sections.split(","):
+        print(f"{section} ...", flush=True)
+        fn = globals()[section]
+        fn(b, report, args.rounds) if section in ("ratelimit", "batching", "mixed") else fn(b, report)
+    (out / "bench.md").write_text("\n".join(report) + "\n")
+    (out / "bench.json").write_text(json.dumps({"rows": b.rows}, indent=1))
+    print("\n" + "\n".join(report) + f"\nwritten to {out}/bench.md and bench.json")
 
 
 if __name__ == "__main__":

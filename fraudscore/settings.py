@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     # --- Overload (fraudscore/edge/admission.py) ---------------------------------------------------
     # A request that waited longer than the target for the event loop, while waits have stayed
     # above it for a whole interval, is answered 503 at once instead of being scored late.
-    overload_target_ms: Annotated[float, Field(gt=0, le=1_000)] = 5.0
+    overload_target_ms: Annotated[float, Field(gt=0, le=1_000)] = 25.0
     overload_interval_ms: Annotated[float, Field(gt=0, le=10_000)] = 100.0
 
     @model_validator(mode="after")

@@ -15,11 +15,8 @@ authentication: nothing outside the table reaches BentoML's router.
 from __future__ import annotations
 
 import logging
-import os
-import re
 import time
 from collections.abc import Callable
-from itertools import count
 from typing import Any
 
 from pydantic import BaseModel
@@ -27,18 +24,18 @@ from pydantic import BaseModel
 from ..ops import metrics
 from ..ops.logs import Throttled
 from ..settings import Settings, get_settings
-from .admission import Admission
+from .admission import controller
 from .asgi import header, send_json
+from .asgi import request_id as make_request_id
 from .errors import HttpError, render
 from .handlers import Handlers, Request
 from .keys import ApiKey, KeySource
-from .protocol import ANSWERED
+from .protocol import ADMITTED, ANSWERED
 from .ratelimit import RateLimits
 from .routes import Route, match
 
 log = logging.getLogger("bentoml.fraudscore")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
 _LINE = "%s %s -> %d in %.1f ms (key %s, request %s) %s"
 _KEY_NAME, _ERROR = "fraudscore.key", "fraudscore.error"  # scope keys, for the log line
 _SCOPE_WORDS = {"score": "score transactions", "read": "read decisions", "label": "post labels"}
@@ -69,12 +66,10 @@ class Edge:
         self.app = app  # BentoML's router: only the table's routes without a handler of ours
         self.keys = KeySource(settings)  # a worker with no key fails at start, not at first request
         self.limits = RateLimits(settings)
-        self.admission = Admission(settings.overload_target_ms, settings.overload_interval_ms)
+        self.admission = controller(settings.overload_target_ms, settings.overload_interval_ms)
         self.handlers = Handlers(pipeline, batch_model, settings)
         self.max_body = settings.max_body_bytes
         self.docs_public = settings.docs_public
-        self._ids = count(1)
-        self._id_prefix = os.urandom(4).hex() + "-"
         self._instruments: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._floods: dict[int, Throttled] = {}
 
@@ -88,9 +83,7 @@ class Edge:
         started = time.perf_counter()
         route, params = match(scope["path"])
         label = route.path if route is not None else "other"
-        supplied = header(scope, b"x-request-id")
-        request_id = (supplied if supplied is not None and _REQUEST_ID.match(supplied)
-                      else f"{self._id_prefix}{next(self._ids):x}".encode())
+        request_id = make_request_id(scope)
         status = 0
 
         async def send_stamped(message) -> None:
@@ -103,6 +96,9 @@ class Edge:
         try:
             await self._handle(scope, receive, send_stamped, route, params, request_id)
         finally:
+            admitted = scope.get(ADMITTED)
+            if admitted is not None:
+                admitted.done()
             status = status or scope.get(ANSWERED, 499)  # 499: the client left before the answer
             elapsed = time.perf_counter() - started
             self._count(label, scope["method"], status, elapsed)
@@ -248,7 +244,7 @@ class Edge:
         now = time.monotonic()
         arrived = scope.get("fraudscore.arrived")  # set by the protocol when the body was complete
         if arrived is not None and not self.admission.admit(now - arrived, now):
-            raise HttpError(503, "overloaded", "overloaded: the request was shed, retry shortly",
+            raise HttpError(503, "overloaded", "overloaded: the request waited too long, retry shortly",
                             headers=[(b"retry-after", b"1")])
 
     @staticmethod

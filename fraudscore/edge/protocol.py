@@ -11,7 +11,9 @@ it while the client is still sending and the client never reads the answer. This
 - lingering close: whenever the connection is closed after an answer while the client may still
   be sending (413, 408, 431, 400), the answer is followed by a half-close and what still arrives is
   read and dropped for up to LINGER_S or LINGER_BYTES, so the client sees the answer;
-- the moment a request's body is complete, for overload shedding (admission.py).
+- overload shedding at arrival: while the worker is overloaded (admission.py), a scoring request
+  that is not let in is answered 503 as soon as its headers are parsed, before any ASGI work;
+- the moment a request's body is complete, from which the edge measures how long it waited.
 
 ``install()`` makes it the protocol of every uvicorn server started afterwards in the process (a
 BentoML worker builds its server after loading service.py) and tells uvicorn which proxies'
@@ -32,11 +34,15 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from ..ops import metrics
 from ..ops.logs import Throttled
 from ..settings import Settings
+from .admission import Admission, controller
+from .asgi import request_id
+from .routes import match
 
 LINGER_S = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
 ARRIVED = "fraudscore.arrived"  # scope key: monotonic time the request's body was complete
 ANSWERED = "fraudscore.status"  # scope key: a status this protocol sent instead of the app
+ADMITTED = "fraudscore.admitted"  # scope key: the admission controller that let the request in
 
 log = logging.getLogger("bentoml.fraudscore")
 _bad_requests = Throttled(log, logging.INFO, 10.0)  # one line per kind and interval: floods are cheap
@@ -68,11 +74,17 @@ class _CycleTransport:
         return getattr(self._transport, name)
 
 
+_SHED_BODY = b'{"error":"overloaded: the request was shed, retry shortly"}'
+_SHED_HEAD = b"".join((STATUS_LINE[503], b"content-type: application/json\r\ncontent-length: ",
+                       str(len(_SHED_BODY)).encode(), b"\r\nretry-after: 1\r\n"))
+
+
 class HardenedProtocol(HttpToolsProtocol):
     max_header_bytes = 32_768
     max_headers = 100
     header_timeout = 10.0
     body_timeout = 10.0
+    admission: Admission | None = None
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -163,6 +175,28 @@ class HardenedProtocol(HttpToolsProtocol):
         self.scope[ARRIVED] = time.monotonic()
         super().on_message_complete()
 
+    def _start_asgi_task(self, cycle, app) -> None:
+        route = match(cycle.scope["path"])[0]
+        if route is not None and route.hot and self.admission is not None:
+            if not self.admission.arrival():
+                self._shed(cycle, route.path)
+                return
+            cycle.scope[ADMITTED] = self.admission  # the edge calls done() when it has answered
+        super()._start_asgi_task(cycle, app)
+
+    def _shed(self, cycle, label: str) -> None:
+        """Answer 503 now, without starting the app; the parser drops the rest of the body."""
+        cycle.response_started = cycle.response_complete = True
+        keep = b"" if cycle.keep_alive else b"connection: close\r\n"
+        self.transport.write(b"".join((_SHED_HEAD, b"x-request-id: ", request_id(cycle.scope), b"\r\n",
+                                       keep, b"\r\n", _SHED_BODY)))
+        metrics.REJECTED.labels(reason="overloaded").inc()
+        metrics.HTTP_REQUESTS.labels(route=label, method=cycle.scope["method"], status="503").inc()
+        if not cycle.keep_alive:
+            self._close_after_answer()
+            return
+        self.on_response_complete()
+
     def on_response_complete(self) -> None:
         if self._lingering:  # no keep-alive and no pipelined request after a closing answer
             self.server_state.total_requests += 1
@@ -188,10 +222,10 @@ class HardenedProtocol(HttpToolsProtocol):
         if phase == "header" and cycle is not None and not cycle.response_complete:
             self.transport.close()  # an answer is still being written: no second one into it
             return
-        if phase == "body" and cycle is not None and not cycle.response_complete:
-            if cycle.response_started:  # the app answered already: only the connection goes
-                self.transport.close()
-                return
+        if phase == "body" and cycle is not None and cycle.response_started:
+            self.transport.close()  # answered already (the app, or a shed): only the connection goes
+            return
+        if phase == "body" and cycle is not None:
             cycle.scope[ANSWERED] = 408
             cycle.disconnected = True  # the app's receive() says the client went away
             cycle.message_event.set()
@@ -246,5 +280,6 @@ def install(settings: Settings) -> None:
     HardenedProtocol.max_headers = settings.max_headers
     HardenedProtocol.header_timeout = settings.header_timeout_s
     HardenedProtocol.body_timeout = settings.body_timeout_s
+    HardenedProtocol.admission = controller(settings.overload_target_ms, settings.overload_interval_ms)
     uvicorn.config.HTTP_PROTOCOLS["auto"] = f"{__name__}:HardenedProtocol"
     os.environ["FORWARDED_ALLOW_IPS"] = ",".join(settings.trusted_proxies)
