@@ -98,6 +98,39 @@ class Settings(BaseSettings):
             )
         return tuple(dict.fromkeys(k.encode() for k in keys))
 
+    # --- The decision store (fraudscore/store/; README, "The decision store") ---------------------
+    # Where verdicts, labels and quality figures live: "sqlite:///path" or
+    # "postgresql://user:password@host:5432/db". Default: SQLite in FRAUD_DATA_DIR, so `make serve`
+    # needs no server. Secret (it may hold a password): read it with resolved_store_url().
+    store_url: SecretStr | None = None
+    # Folder of the default SQLite store (git-ignored).
+    data_dir: Path = Path("data")
+    # Record every verdict (off: nothing is written, the read API still answers from the store).
+    decision_log: bool = True
+    # Records a worker holds while the store is slow or down (~0.7 KB each); past it, new ones are
+    # dropped and counted (fraud_decision_log_dropped_total). 100,000 = 40 s of one worker at
+    # 2,500 decisions/s.
+    decision_buffer: Annotated[int, Field(ge=100, le=10_000_000)] = 100_000
+    # Decisions (and their labels) older than this are deleted, a few thousand rows at a time.
+    # 400 days: a year of history for retraining and year-on-year comparison, plus the time a
+    # late chargeback label needs to find its decision.
+    decision_retention_days: Annotated[int, Field(ge=1, le=10_000)] = 400
+    # The sliding window of the quality figures (precision, recall, alert rate, label delay).
+    quality_window_days: Annotated[int, Field(ge=1, le=3_650)] = 30
+
+    def resolved_store_url(self) -> str:
+        """The store's URL (default: SQLite in FRAUD_DATA_DIR); :class:`ConfigError` naming
+        FRAUD_STORE_URL when it is neither SQLite nor PostgreSQL. Never log it: it may hold a
+        password (``fraudscore.store.engine.redact`` gives a printable form)."""
+        if self.store_url is None or not self.store_url.get_secret_value().strip():
+            return f"sqlite:///{(self.data_dir / 'fraudscore.db').resolve()}"
+        url = self.store_url.get_secret_value().strip()
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg"):
+            raise ConfigError(f"FRAUD_STORE_URL must start with sqlite:/// or postgresql://, got "
+                              f"{scheme + '://...' if scheme else 'no scheme'}")
+        return url
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
