@@ -70,6 +70,7 @@ class DecisionLog:
         self._lock = threading.Lock()  # only on the drop path
         self._dropped = {"buffer_full": 0, "unwritable": 0, "shutdown": 0}
         self._published = dict.fromkeys(self._dropped, 0)
+        self._warned_after_close = False
         self.written = 0
         self._written_published = 0
         self._pending: list[DecisionRecord] | None = None
@@ -101,7 +102,13 @@ class DecisionLog:
             buf.append(rec)
             return True
         with self._lock:
-            self._dropped["buffer_full" if not self._closed else "shutdown"] += 1
+            if not self._closed:
+                self._dropped["buffer_full"] += 1
+                return False
+            self._dropped["shutdown"] += 1
+            if not self._warned_after_close:
+                self._warned_after_close = True
+                log.warning("decisions recorded after the decision log was closed are dropped (counted)")
         return False
 
     # --- figures ----------------------------------------------------------------------------
@@ -122,6 +129,7 @@ class DecisionLog:
         self._closing.set()
         if self._thread.is_alive():
             self._thread.join(timeout + 5.0)
+        self._warn_drops(time.monotonic())  # drops since the last warning
         unwritten = self.buffered
         if unwritten:
             with self._lock:
@@ -211,22 +219,29 @@ class DecisionLog:
         end = min(time.monotonic() + seconds, self._deadline)
         while (left := end - time.monotonic()) > 0:
             self._housekeeping(store_ok=False)
-            time.sleep(min(left, 0.5))
+            if self._closing.is_set():  # shutting down: retry within 0.5 s, not after a long backoff
+                end = min(end, time.monotonic() + 0.5)
+                time.sleep(min(left, 0.1))
+            else:
+                self._closing.wait(min(left, 0.5))
 
     def _housekeeping(self, store_ok: bool = True) -> None:
         self._publish()
         now = time.monotonic()
         if now - self._warned_at >= self._warn_interval:
-            dropped = self.dropped
-            if dropped > self._warned_drops:
-                cause = (f"store unreachable since {self.down_since.isoformat(timespec='seconds')}"
-                         if self.down_since else "the store is slower than the traffic")
-                log.warning("dropped %d decisions in the last %.0f s (buffer of %d full): %s",
-                            dropped - self._warned_drops, now - self._warned_at, self._bound, cause)
-            self._warned_at, self._warned_drops = now, dropped
+            self._warn_drops(now)
         if (store_ok and self._retention_days and now >= self._retention_due
                 and not self._closing.is_set()):
             self._retain()
+
+    def _warn_drops(self, now: float) -> None:
+        dropped = self._dropped["buffer_full"]
+        if dropped > self._warned_drops:
+            cause = (f"store unreachable since {self.down_since.isoformat(timespec='seconds')}"
+                     if self.down_since else "the store is slower than the traffic")
+            log.warning("dropped %d decisions in the last %.0f s (buffer of %d full): %s",
+                        dropped - self._warned_drops, now - self._warned_at, self._bound, cause)
+        self._warned_at, self._warned_drops = now, dropped
 
     def _retain(self) -> None:
         try:
