@@ -29,7 +29,8 @@ def _with_password(url: str) -> str:
 def _fill(engine, frauds: int = 30, legit: int = 400) -> int:
     data = generate(20_000, seed=11)
     rows = np.r_[np.flatnonzero(data.y == 1)[:frauds], np.flatnonzero(data.y == 0)[:legit]]
-    records = [rec(f"tx-{i}", 50, at=T0 + timedelta(minutes=k), features=data.X[i]) for k, i in enumerate(rows)]
+    records = [rec(f"tx-{i}", 50, at=T0 + timedelta(minutes=k), features=data.X[i])
+               for k, i in enumerate(rows)]
     # not training data: a shadow decision, and a decision nobody labelled
     records += [rec("tx-unlabelled", 3), rec(f"tx-{rows[0]}", 90, role="shadow", version="fraud_detector:v2")]
     write(engine, records)
@@ -48,7 +49,8 @@ def test_training_on_the_labelled_decisions_of_a_store(store, store_url, capsys)
     assert train_cli.main(["--from-store", url, *FAST]) == 0
     meta = _latest_metadata()
     assert meta["rows"] == n and meta["frauds"] == 30
-    assert meta["data_source"].startswith("decision store ") and f"{n} labelled decisions" in meta["data_source"]
+    assert meta["data_source"].startswith("decision store ")
+    assert f"{n} labelled decisions" in meta["data_source"]
     assert "hunter2" not in meta["data_source"] and "hunter2" not in capsys.readouterr().out
 
 
@@ -56,7 +58,8 @@ def test_training_on_a_csv_and_a_store(store, store_url, tmp_path):
     n = _fill(store)
     csv = tmp_path / "creditcard.csv"
     write_csv(generate(3_000, seed=5), csv)
-    assert train_cli.main(["--from-store", store_url, "--data", str(csv), "--since", "2026-01-01", *FAST]) == 0
+    args = ["--from-store", store_url, "--data", str(csv), "--since", "2026-01-01", *FAST]
+    assert train_cli.main(args) == 0
     meta = _latest_metadata()
     assert meta["rows"] == 3_000 + n
     assert meta["data_source"].startswith("file creditcard.csv + decision store ")
@@ -73,7 +76,8 @@ def test_unusable_stores_are_refused_and_nothing_is_registered(store, store_url,
     extra = ["--since", "2026-02-03"] if case == "since_later" else []
     assert train_cli.main(["--from-store", store_url, *extra, *FAST]) == 2
     err = capsys.readouterr().err
-    expected = {"empty": "has no labelled decisions", "too_few_frauds": "needs at least 10 labelled decisions",
+    expected = {"empty": "has no labelled decisions",
+                "too_few_frauds": "needs at least 10 labelled decisions",
                 "since_later": "has no labelled decisions since 2026-02-03"}[case]
     assert expected in err
     assert len(bentoml.models.list(artifact.MODEL_NAME)) == before
