@@ -1,7 +1,7 @@
 """Writing one batch of decision records in one transaction, per database.
 
-PostgreSQL: binary COPY with the column types declared (psycopg's C formatter: about 1 µs a row,
-against 18 µs for text COPY and more for a multi-row INSERT; bench/store.py measures them).
+PostgreSQL: binary COPY, the payload built mostly by numpy (pgcopy.py); a multi-row INSERT
+(SQLAlchemy's insertmanyvalues) is kept for comparison (bench/store.py).
 SQLite: ``executemany`` of one INSERT under BEGIN IMMEDIATE. Either way, a hook may add rows of
 its own in the same transaction (the alert outbox will), and a batch whose commit may or may not
 have reached the database is looked up before it is written again, so no decision is stored twice.
@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection, Engine, and_, select
 
+from . import pgcopy
 from .records import DecisionRecord, to_rows
 from .schema import DECISION_COLUMNS, decisions
 
@@ -25,8 +26,9 @@ def _quoted(names: Sequence[str]) -> str:
     return ", ".join(f'"{n}"' for n in names)
 
 
-_COPY_SQL = f"COPY decisions ({_quoted(DECISION_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-# PostgreSQL types of DECISION_COLUMNS, for binary COPY (a unit test holds them to the schema)
+_COPY_SQL = f"COPY decisions ({_quoted(pgcopy.COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+# "copy_rows" (for comparison): psycopg's own binary rows, in DECISION_COLUMNS order
+_COPY_ROWS_SQL = f"COPY decisions ({_quoted(DECISION_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 COPY_TYPES = ("text", "timestamptz", "text", "text", "text", "text", *["float8"] * 31,
               "int2", "text", "int2", "int2", "jsonb", "jsonb", "float8", "text")
 # built from the schema's own column names, no outside input
@@ -43,8 +45,8 @@ class BatchWriter:
         self.on_batch = on_batch
         self.commit_uncertain = False
         self._pg = engine.dialect.name == "postgresql"
-        if method not in ("copy", "insert"):
-            raise ValueError("method must be copy or insert")
+        if method not in ("copy", "copy_rows", "insert"):
+            raise ValueError("method must be copy, copy_rows or insert")
         self._method = method if self._pg else "executemany"
 
     def write(self, batch: Sequence[DecisionRecord]) -> None:
@@ -55,12 +57,15 @@ class BatchWriter:
         with self.engine.connect().execution_options(**opts) as conn:
             tx = conn.begin()
             if self._method == "copy":
-                rows = to_rows(batch, json_text=False)  # psycopg encodes the jsonb values
+                data = pgcopy.encode(batch)
                 with conn.connection.driver_connection.cursor() as cur, cur.copy(_COPY_SQL) as copy:
+                    copy.write(data)
+            elif self._method == "copy_rows":
+                rows = to_rows(batch, json_text=False)
+                with conn.connection.driver_connection.cursor() as cur, cur.copy(_COPY_ROWS_SQL) as copy:
                     copy.set_types(COPY_TYPES)
-                    write_row = copy.write_row
                     for row in rows:
-                        write_row(row)
+                        copy.write_row(row)
             elif self._method == "insert":
                 rows = to_rows(batch, json_text=False)
                 conn.execute(decisions.insert(), [dict(zip(DECISION_COLUMNS, r, strict=True)) for r in rows])

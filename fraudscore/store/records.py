@@ -1,8 +1,8 @@
 """The record a verdict becomes on the request path: cheap to build, decoded by the writer.
 
-A :class:`DecisionRecord` holds references and one ``bytes`` of the 30 features (the numpy
-row's own buffer, copied once): no datetime, no JSON, no per-feature float objects are made on
-the request path. The writer turns a batch of them into rows (:func:`to_rows`).
+A :class:`DecisionRecord` holds references, an integer time and one ``bytes`` of the 30 features
+(the numpy row's buffer, copied once): no datetime, no JSON, no per-feature float objects are made
+on the request path. The writer encodes a batch of them (pgcopy.py, or :func:`to_rows`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 import uuid
 from array import array
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -22,13 +22,13 @@ from ..features import FEATURES
 _N = len(FEATURES)
 _RAW_BYTES = 8 * _N
 _tuple_new = tuple.__new__
-_from_ts = datetime.fromtimestamp
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class DecisionRecord(NamedTuple):
     """One verdict as the decision log keeps it until it is written."""
 
-    created_at: float  # time.time() of the verdict
+    created_us: int  # when the verdict was made: microseconds since the Unix epoch
     transaction_id: str
     route: str
     key_name: str | None  # the API key's name, never the key
@@ -69,7 +69,7 @@ def make_record(verdict: dict[str, Any], features: np.ndarray | Sequence[float],
         raise ValueError(f"a decision record needs {_N} features, got {len(raw) // 8}")
     get = verdict.get
     return _tuple_new(DecisionRecord, (
-        time.time() if created_at is None else created_at,
+        time.time_ns() // 1000 if created_at is None else round(created_at * 1_000_000),
         get("transaction_id") or new_transaction_id(),
         route, key_name, verdict["model_version"], role, raw,
         verdict["fraud_probability"], verdict["fraud_score"], verdict["decision"], verdict["threshold"],
@@ -82,13 +82,14 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
-def _aware(t: float) -> datetime:
-    return _from_ts(t, UTC)
+def aware(us: int) -> datetime:
+    """Epoch microseconds as an aware UTC datetime (exact: no float on the way)."""
+    return _EPOCH + timedelta(microseconds=us)
 
 
-def sqlite_time(t: float) -> str:
-    """Epoch seconds as the text SQLAlchemy's SQLite DateTime stores (naive UTC, microseconds)."""
-    return _from_ts(t, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+def sqlite_time(us: int) -> str:
+    """Epoch microseconds as the text SQLAlchemy's SQLite DateTime stores (naive UTC)."""
+    return (_EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def to_rows(batch: Sequence[DecisionRecord], *, json_text: bool, sqlite: bool = False) -> list[tuple]:
@@ -98,9 +99,9 @@ def to_rows(batch: Sequence[DecisionRecord], *, json_text: bool, sqlite: bool = 
     or left as they are."""
     feats = np.frombuffer(b"".join([r.features for r in batch]), np.float64).reshape(len(batch), _N)
     enc = _json if json_text else (lambda v: v)
-    when = sqlite_time if sqlite else _aware
+    when = sqlite_time if sqlite else aware
     return [
-        (r.transaction_id, when(r.created_at), r.route, r.key_name, r.model_version, r.role,
+        (r.transaction_id, when(r.created_us), r.route, r.key_name, r.model_version, r.role,
          *f, float(r.probability), int(r.score), r.decision, int(r.threshold),
          None if r.review_threshold is None else int(r.review_threshold),
          enc(r.reasons), enc(r.warnings), r.latency_ms, r.request_id)

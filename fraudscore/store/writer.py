@@ -256,7 +256,8 @@ class DecisionLog:
         buf, pending = self._buf, self._pending
         metrics.DECISION_LOG_BUFFERED.set(len(buf) + len(pending or ()))
         oldest = pending[0] if pending else (buf[0] if buf else None)
-        metrics.DECISION_LOG_OLDEST_SECONDS.set(max(0.0, time.time() - oldest.created_at) if oldest else 0.0)
+        age = time.time() - oldest.created_us / 1e6 if oldest else 0.0
+        metrics.DECISION_LOG_OLDEST_SECONDS.set(max(0.0, age))
         if self.written > self._written_published:
             metrics.DECISION_LOG_WRITTEN.inc(self.written - self._written_published)
             self._written_published = self.written

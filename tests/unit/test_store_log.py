@@ -142,3 +142,38 @@ def test_records_are_cheap_values_and_become_rows():
     no_id = make_record({"fraud_score": 1, "fraud_probability": 0.0, "decision": "approve", "threshold": 60,
                          "model_version": "m"}, np.zeros(30, np.float32), route="/", key_name=None)
     assert len(no_id.transaction_id) == 36 and np.frombuffer(no_id.features).tolist() == [0.0] * 30
+
+
+def test_optional_fields_may_be_empty(store):
+    verdict = {"transaction_id": "bare", "fraud_score": 1, "fraud_probability": 0.0, "decision": "approve",
+               "threshold": 60, "model_version": "m"}
+    write(store, [make_record(verdict, np.zeros(30), route="/v1/fraud-score", key_name=None,
+                              created_at=T0.timestamp())])
+    d = get_decision(store, "bare")["decision"]
+    assert [d[k] for k in ("key_name", "review_threshold", "reasons", "warnings", "latency_ms", "request_id")] == \
+        [None] * 6
+
+
+@pytest.mark.parametrize("method", ["copy", "copy_rows", "insert"])
+def test_every_postgresql_write_method_stores_the_same_values(pg_url, method):
+    from fraudscore.store import pgcopy
+    from fraudscore.store.engine import create_store_engine
+    from fraudscore.store.migrate import migrate
+    from fraudscore.store.schema import DECISION_COLUMNS
+
+    assert sorted(pgcopy.COLUMNS) == sorted(DECISION_COLUMNS)
+    engine = create_store_engine(pg_url)
+    migrate(engine=engine)
+    feats = np.array([1e-300, -0.0, 1e300, 123456.789, *range(26)], dtype=np.float64)
+    verdict = {"transaction_id": "naïve-€-1", "fraud_score": 100, "fraud_probability": 0.999999,
+               "decision": "block", "threshold": 60, "model_version": "m:1", "reasons": {"ü": [1, 2.5]},
+               "warnings": []}
+    BatchWriter(engine, method=method).write([
+        make_record(verdict, feats, route="/x", key_name="ключ", latency_ms=0.001, request_id="r",
+                    review_threshold=30, created_at=T0.timestamp() + 0.000001)])
+    d = get_decision(engine, "naïve-€-1")["decision"]
+    engine.dispose()
+    assert list(d["features"].values()) == feats.tolist()
+    assert d["created_at"] == T0 + timedelta(microseconds=1)
+    assert (d["key_name"], d["reasons"], d["warnings"], d["latency_ms"]) == ("ключ", {"ü": [1, 2.5]}, [], 0.001)
+    assert (d["score"], d["threshold"], d["review_threshold"], d["probability"]) == (100, 60, 30, 0.999999)
