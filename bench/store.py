@@ -264,9 +264,9 @@ def main() -> None:
                   f"{med([c[2] for c in costs]):.2f} µs of the producing thread's CPU; "
                   f"{memory_per_record():.0f} bytes a buffered record")
         if "throughput" in only:
-            cases = [("PostgreSQL, binary COPY built by numpy (pgcopy.py), batch 500", pg, "copy", 500),
-                     ("PostgreSQL, binary COPY built by numpy (pgcopy.py), batch 2000", pg, "copy", 2000),
-                     ("PostgreSQL, binary COPY row by row (psycopg write_row), batch 500", pg, "copy_rows", 500),
+            cases = [("PostgreSQL, binary COPY by numpy (pgcopy.py), batch 500", pg, "copy", 500),
+                     ("PostgreSQL, binary COPY by numpy (pgcopy.py), batch 2000", pg, "copy", 2000),
+                     ("PostgreSQL, binary COPY by psycopg write_row, batch 500", pg, "copy_rows", 500),
                      ("PostgreSQL, INSERT (insertmanyvalues), batch 500", pg, "insert", 500),
                      ("SQLite, executemany, batch 500", sqlite, "copy", 500)]
             for name, url, method, batch in cases:
