@@ -52,8 +52,6 @@ def _text(value: str | None) -> bytes:
 
 
 def _jsonb(value) -> bytes:
-    if value is None:
-        return _NULL
     raw = b"\x01" + json.dumps(value, separators=(",", ":")).encode()
     return _pack_i(len(raw)) + raw
 
@@ -73,28 +71,23 @@ def encode(batch: Sequence[DecisionRecord]) -> bytes:
     fixed["th"] = np.fromiter((r.threshold for r in batch), np.int16, n)
     block = memoryview(fixed.tobytes())
     size = _FIXED.itemsize
-    cache: dict[object, bytes] = {}
-
-    def cached(value: str | None) -> bytes:
-        out = cache.get(value)
-        if out is None:
-            out = cache[value] = _text(value)
-        return out
-
+    # route, key name, model version, role, decision and review threshold repeat from row to row:
+    # their encoded fields are made once per distinct combination
+    common: dict[tuple, bytes] = {}
     parts: list[bytes | memoryview] = [HEADER]
     append = parts.append
     for i, r in enumerate(batch):
         append(block[i * size:(i + 1) * size])
         append(_text(r.transaction_id))
-        append(cached(r.route))
-        append(cached(r.key_name))
-        append(cached(r.model_version))
-        append(cached(r.role))
-        append(cached(r.decision))
-        append(_NULL if r.review_threshold is None else _pack_int2(2, r.review_threshold))
-        append(_jsonb(r.reasons))
-        append(_jsonb(r.warnings))
+        key = (r.route, r.key_name, r.model_version, r.role, r.decision, r.review_threshold)
+        shared = common.get(key)
+        if shared is None:
+            shared = common[key] = b"".join([*map(_text, key[:5]), _NULL if key[5] is None
+                                             else _pack_int2(2, key[5])])
+        append(shared)
+        append(_NULL if r.reasons is None else _jsonb(r.reasons))
+        append(_NULL if r.warnings is None else _jsonb(r.warnings))
         append(_NULL if r.latency_ms is None else _pack_float8(8, r.latency_ms))
-        append(_text(r.request_id))
+        append(_NULL if r.request_id is None else _text(r.request_id))
     append(TRAILER)
     return b"".join(parts)
