@@ -32,4 +32,8 @@ def rec(tx: str, score: int = 5, *, at: datetime | float | None = None, version:
 
 def write(engine, records) -> None:
     """Write records at once (one transaction), as the decision log's writer does."""
-    BatchWriter(engine).write(list(records))
+    writer = BatchWriter(engine)
+    try:
+        writer.write(list(records))
+    finally:
+        writer.close()

@@ -9,6 +9,7 @@ have reached the database is looked up before it is written again, so no decisio
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection, Engine, and_, select
@@ -48,34 +49,64 @@ class BatchWriter:
         if method not in ("copy", "copy_rows", "insert"):
             raise ValueError("method must be copy, copy_rows or insert")
         self._method = method if self._pg else "executemany"
+        self._conn: Connection | None = None
+
+    def _connection(self) -> Connection:
+        # One connection kept across batches: no pool checkout and no ping per batch (they cost the
+        # writer as much GIL time as encoding a few hundred records). A failure discards it.
+        if self._conn is None:
+            opts = {} if self._pg else {"sqlite_immediate": True}
+            self._conn = self.engine.connect().execution_options(**opts)
+        return self._conn
+
+    def close(self) -> None:
+        """Return the kept connection (the writer calls it when it stops)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def write(self, batch: Sequence[DecisionRecord]) -> None:
         """Insert ``batch`` (and the hook's rows) in one transaction; raises what the database
         raised, with nothing of the batch written unless ``commit_uncertain`` says it may be."""
         self.commit_uncertain = False
-        opts = {} if self._pg else {"sqlite_immediate": True}
-        with self.engine.connect().execution_options(**opts) as conn:
+        conn = self._connection()
+        try:
             tx = conn.begin()
-            if self._method == "copy":
-                data = pgcopy.encode(batch)
-                with conn.connection.driver_connection.cursor() as cur, cur.copy(_COPY_SQL) as copy:
-                    copy.write(data)
-            elif self._method == "copy_rows":
-                rows = to_rows(batch, json_text=False)
-                with conn.connection.driver_connection.cursor() as cur, cur.copy(_COPY_ROWS_SQL) as copy:
-                    copy.set_types(COPY_TYPES)
-                    for row in rows:
-                        copy.write_row(row)
-            elif self._method == "insert":
-                rows = to_rows(batch, json_text=False)
-                conn.execute(decisions.insert(), [dict(zip(DECISION_COLUMNS, r, strict=True)) for r in rows])
-            else:
-                conn.exec_driver_sql(_INSERT_SQL, to_rows(batch, json_text=True, sqlite=True))
+            self._insert(conn, batch)
             if self.on_batch is not None:
                 self.on_batch(conn, batch)
             self.commit_uncertain = True
             tx.commit()
             self.commit_uncertain = False
+        except BaseException:
+            self._discard()  # whatever state it is in, the next attempt starts on a new connection
+            raise
+
+    def _insert(self, conn: Connection, batch: Sequence[DecisionRecord]) -> None:
+        if self._method == "copy":
+            data = pgcopy.encode(batch)
+            with conn.connection.driver_connection.cursor() as cur, cur.copy(_COPY_SQL) as copy:
+                copy.write(data)
+        elif self._method == "copy_rows":
+            rows = to_rows(batch, json_text=False)
+            with conn.connection.driver_connection.cursor() as cur, cur.copy(_COPY_ROWS_SQL) as copy:
+                copy.set_types(COPY_TYPES)
+                for row in rows:
+                    copy.write_row(row)
+        elif self._method == "insert":
+            rows = to_rows(batch, json_text=False)
+            conn.execute(decisions.insert(), [dict(zip(DECISION_COLUMNS, r, strict=True)) for r in rows])
+        else:
+            conn.exec_driver_sql(_INSERT_SQL, to_rows(batch, json_text=True, sqlite=True))
 
     def already_written(self, batch: Sequence[DecisionRecord]) -> bool:
         """Whether ``batch`` is in the store (a batch commits whole, so its first record tells)."""

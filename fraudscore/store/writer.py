@@ -162,6 +162,7 @@ class DecisionLog:
         except Exception:  # a bug here must not pass silently; records stay counted as buffered
             log.exception("decision log writer stopped")
         finally:
+            self._sink.close()
             self._publish()
 
     def _write(self, batch: Sequence[DecisionRecord]) -> bool:
