@@ -107,10 +107,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     # Record every verdict (off: nothing is written, the read API still answers from the store).
     decision_log: bool = True
-    # Records a worker holds while the store is slow or down (~0.7 KB each); past it, new ones are
-    # dropped and counted (fraud_decision_log_dropped_total). 100,000 = 40 s of one worker at
-    # 2,500 decisions/s.
-    decision_buffer: Annotated[int, Field(ge=100, le=10_000_000)] = 100_000
+    # Records a worker holds while the store is slow or down (~550 bytes each: 110 MB at the
+    # default); past it, new ones are dropped and counted (fraud_decision_log_dropped_total).
+    # 200,000 = 60 s of one worker at 3,300 decisions/s, about the service's single-transaction peak.
+    decision_buffer: Annotated[int, Field(ge=100, le=10_000_000)] = 200_000
     # Decisions (and their labels) older than this are deleted, a few thousand rows at a time.
     # 400 days: a year of history for retraining and year-on-year comparison, plus the time a
     # late chargeback label needs to find its decision.

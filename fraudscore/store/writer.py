@@ -41,9 +41,9 @@ FLUSH_INTERVAL_S = 0.05  # the writer's pause when the buffer holds less than a 
 WARN_INTERVAL_S = 10.0  # at most one warning per interval about drops or an unreachable store
 RETENTION_INTERVAL_S = 3_600.0
 # A writer thread holding the GIL makes the event loop wait up to the switch interval (5 ms by
-# default) before it can run; 0.5 ms keeps the loop's added p99 lateness well under 1 ms
-# (bench/store.py). It is process-wide, so it is only ever lowered.
-SWITCH_INTERVAL_S = 0.0005
+# default) before it can run; at 0.2 ms the loop's p99 lateness grew by 0.4 ms at 5,000 decisions/s
+# (0.8 ms at Python's default; bench/store.py). It is process-wide, so it is only ever lowered.
+SWITCH_INTERVAL_S = 0.0002
 
 
 class CloseReport(NamedTuple):
@@ -55,7 +55,7 @@ class CloseReport(NamedTuple):
 class DecisionLog:
     """Bounded buffer + background writer. ``record`` is the only call on the request path."""
 
-    def __init__(self, engine: Engine, *, buffer: int = 100_000, retention_days: int | None = None,
+    def __init__(self, engine: Engine, *, buffer: int = 200_000, retention_days: int | None = None,
                  on_batch: BatchHook | None = None, batch_max: int = BATCH_MAX,
                  flush_interval: float = FLUSH_INTERVAL_S, warn_interval: float = WARN_INTERVAL_S,
                  retention_interval: float = RETENTION_INTERVAL_S, migrate_first: bool = True,
