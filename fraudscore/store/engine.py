@@ -6,6 +6,7 @@ timeout, because two worker processes write one file.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,10 @@ def create_store_engine(url: str | URL, **kwargs: Any) -> Engine:
                              pool_pre_ping=True, **kwargs)
     path = sqlite_path(parsed)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # a folder that cannot be made (a read-only file system) is the store being unreachable:
+        # the writer retries and warns, scoring goes on
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
     _sqlite_events(engine)
     return engine

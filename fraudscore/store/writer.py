@@ -136,8 +136,9 @@ class DecisionLog:
                 self._dropped["shutdown"] += unwritten
             self._buf.clear()
             self._pending = None
+            since = self.down_since.isoformat(timespec="seconds") if self.down_since else "?"
             log.warning("decision log closed with %d decisions unwritten (store unreachable since %s: %s)",
-                        unwritten, self.down_since, self.last_error)
+                        unwritten, since, self.last_error)
         self._publish()
         return CloseReport(self.written, unwritten, self.dropped)
 

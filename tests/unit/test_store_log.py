@@ -178,3 +178,16 @@ def test_every_postgresql_write_method_stores_the_same_values(pg_url, method):
     assert (d["key_name"], d["reasons"], d["warnings"]) == ("ключ", {"ü": [1, 2.5]}, [])
     assert d["latency_ms"] == 0.001
     assert (d["score"], d["threshold"], d["review_threshold"], d["probability"]) == (100, 60, 30, 0.999999)
+
+
+def test_an_sqlite_store_that_cannot_be_created_is_an_unreachable_store(tmp_path):
+    from fraudscore.store.engine import create_store_engine
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    engine = create_store_engine(f"sqlite:///{blocker}/data/store.db")  # no exception here
+    log = DecisionLog(engine, flush_interval=0.01)
+    assert log.record(rec("a"))
+    report = log.close(timeout=0.5)
+    assert report == (0, 1, 1) and "Error" in log.last_error
+    engine.dispose()
