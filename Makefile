@@ -14,7 +14,7 @@ export UV_PYTHON_DOWNLOADS := never
 # use the machine's CA store (a TLS-inspecting proxy adds its own CA there)
 export UV_SYSTEM_CERTS := true
 
-.PHONY: serve train test test-fast build lint requirements clean bench loadtest container container-test
+.PHONY: serve train report test test-fast build lint requirements clean bench loadtest container container-test
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -35,6 +35,11 @@ serve: $(VENV)/.synced
 ## train: train on the generated stand-in (ARGS="--data creditcard.csv" for the real file)
 train: $(VENV)/.synced
 	$(BIN)/python train.py $(ARGS)
+
+## report: decision quality per model version, shadow vs primary, from FRAUD_STORE_URL (default:
+## SQLite in data/); ARGS="--window 7d --format json --store postgresql://..."
+report: $(VENV)/.synced
+	$(BIN)/python -m fraudscore report $(ARGS)
 
 ## test: the whole suite (unit, in-process HTTP, real `bentoml serve` processes)
 test: $(VENV)/.synced

@@ -2,6 +2,8 @@
 
     python train.py                         # generated stand-in of creditcard.csv
     python train.py --data creditcard.csv   # the real data set ("Time","V1",...,"Amount","Class")
+    python train.py --from-store URL [--since 2026-01-01] [--data creditcard.csv]
+                                            # labelled decisions of the decision store (plus a CSV)
     python train.py --help                  # every option
 
 Exit codes: 0 registered, 2 bad arguments or data, 3 the model failed a check (nothing registered).
@@ -12,10 +14,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import UTC, datetime
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 
-from fraudscore.training.data import DataError, generate, load_csv  # noqa: E402
+from fraudscore.training.data import DataError, combine, generate, load_csv, load_store  # noqa: E402
 from fraudscore.training.trainer import ParityError, TrainConfig, train  # noqa: E402
 
 
@@ -59,9 +62,22 @@ def _share(v: str) -> float:
     return f
 
 
+def _since(v: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be an ISO date or time, e.g. 2026-01-31") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="path to creditcard.csv; without it a stand-in is generated")
+    p.add_argument("--from-store", metavar="URL",
+                   help="train on the labelled decisions of this decision store (sqlite:///path or "
+                        "postgresql://...); with --data, on both")
+    p.add_argument("--since", type=_since, metavar="DATE",
+                   help="with --from-store: only decisions made from this date (UTC unless it says)")
     p.add_argument("--rows", type=_positive, default=100_000, help="stand-in size (default 100000)")
     p.add_argument("--seed", type=_seed, default=42, help="seed for data, split and forest")
     p.add_argument("--trees", type=_positive, default=100, help="number of trees (default 100)")
@@ -78,13 +94,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.since and not args.from_store:
+        print("error: --since needs --from-store", file=sys.stderr)
+        return 2
     cfg = TrainConfig(
         n_estimators=args.trees, max_depth=args.max_depth, min_samples_leaf=args.min_samples_leaf,
         max_features=args.max_features, class_weight=args.class_weight, n_jobs=args.jobs,
         seed=args.seed, review_budget=args.review_budget,
     )
     try:
-        data = load_csv(args.data) if args.data else generate(args.rows, seed=args.seed)
+        if args.from_store:
+            data = load_store(args.from_store, args.since)
+            if args.data:
+                data = combine(load_csv(args.data), data)
+        else:
+            data = load_csv(args.data) if args.data else generate(args.rows, seed=args.seed)
         result = train(data, cfg, progress=not args.quiet)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)

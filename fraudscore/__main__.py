@@ -10,7 +10,10 @@ import importlib
 import sys
 
 # command -> (module with main(argv) -> exit status, one line of help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "migrate": ("fraudscore.store.migrate", "bring the decision store's schema to this version"),
+    "report": ("fraudscore.store.report", "decision quality per model version; shadow vs primary"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,6 +109,27 @@ class Settings(BaseSettings):
     overload_target_ms: Annotated[float, Field(gt=0, le=1_000)] = 25.0
     overload_interval_ms: Annotated[float, Field(gt=0, le=10_000)] = 100.0
 
+    # --- The decision store (fraudscore/store/; README, "The decision store") ---------------------
+    # Where verdicts, labels and quality figures live: "sqlite:///path" or
+    # "postgresql://user:password@host:5432/db". Default: SQLite in FRAUD_DATA_DIR, so `make serve`
+    # needs no server. Secret (it may hold a password): read it with resolved_store_url().
+    store_url: SecretStr | None = None
+    # Folder of the default SQLite store (git-ignored).
+    data_dir: Path = Path("data")
+    # Record every verdict (off: nothing is written, the read API still answers from the store).
+    decision_log: bool = True
+    # Records a worker holds while the store is slow or down (~550 bytes each: 110 MB at the
+    # default); past it, new ones are dropped and counted (fraud_decision_log_dropped_total).
+    # 200,000 = 60 s of one worker at 3,300 decisions/s, about the service's single-transaction peak.
+    decision_buffer: Annotated[int, Field(ge=100, le=10_000_000)] = 200_000
+    # Decisions (and their labels) older than this are deleted, a few thousand rows at a time.
+    # 400 days: a year of history for retraining and year-on-year comparison, plus the time a
+    # late chargeback label needs to find its decision.
+    decision_retention_days: Annotated[int, Field(ge=1, le=10_000)] = 400
+    # The sliding window of the quality figures (precision, recall, alert rate, label delay).
+    quality_window_days: Annotated[int, Field(ge=1, le=3_650)] = 30
+
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.max_body_bytes is None:
@@ -138,6 +159,19 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"FRAUD_TRUSTED_PROXIES: {item!r} is not an address or a CIDR") from None
         return v
+
+    def resolved_store_url(self) -> str:
+        """The store's URL (default: SQLite in FRAUD_DATA_DIR); :class:`ConfigError` naming
+        FRAUD_STORE_URL when it is neither SQLite nor PostgreSQL. Never log it: it may hold a
+        password (``fraudscore.store.engine.redact`` gives a printable form)."""
+        if self.store_url is None or not self.store_url.get_secret_value().strip():
+            return f"sqlite:///{(self.data_dir / 'fraudscore.db').resolve()}"
+        url = self.store_url.get_secret_value().strip()
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg"):
+            raise ConfigError(f"FRAUD_STORE_URL must start with sqlite:/// or postgresql://, got "
+                              f"{scheme + '://...' if scheme else 'no scheme'}")
+        return url
 
 
 def unknown_variables(environ: dict[str, str]) -> list[str]:
@@ -174,7 +208,6 @@ def _variable(loc: tuple) -> str:
     if not loc:
         return "settings"
     return "API_KEY" if loc[0] == "legacy_api_key" else f"FRAUD_{str(loc[0]).upper()}"
-
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

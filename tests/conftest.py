@@ -1,4 +1,5 @@
-"""Test environment: a private BentoML home and model store, a known key, no .env file.
+"""Test environment: a private BentoML home and model store, a known key, no .env file; a private
+PostgreSQL database per session for the store tests.
 
 Everything here is set before BentoML is imported, so no test touches the user's store.
 """
@@ -6,6 +7,7 @@ Everything here is set before BentoML is imported, so no test touches the user's
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -69,3 +71,84 @@ def redis_url() -> str:
     """The local Redis (127.0.0.1:6379), database 15; tests use keys of their own."""
     need_service("Redis", "127.0.0.1", 6379)
     return "redis://127.0.0.1:6379/15"
+
+
+# --- PostgreSQL (the store tests) -----------------------------------------------------------------
+# The server the machine runs (trust auth); a private database per session, a schema per test.
+PG_SERVERS = ("postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test")
+
+
+def _pg_unavailable(reason: str):
+    # A developer machine without PostgreSQL skips these tests; CI must not pass without them.
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"PostgreSQL is required in CI: {reason}", pytrace=False)
+    pytest.skip(f"no PostgreSQL: {reason}")
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """URL of a database created for this session (dropped after it)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    errors = []
+    for server in PG_SERVERS:
+        admin = create_engine(server.replace("postgresql://", "postgresql+psycopg://"),
+                              isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+        try:
+            with admin.connect() as conn:
+                name = f"fraudscore_test_{os.getpid()}_{secrets.token_hex(3)}"
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        except OperationalError as exc:
+            errors.append(str(exc.orig).strip().splitlines()[0])
+            admin.dispose()
+            continue
+        try:
+            yield server.rsplit("/", 1)[0] + "/" + name
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+        return
+    _pg_unavailable("; ".join(errors))
+
+
+def pg_schema_url(database_url: str, schema: str) -> str:
+    """A URL whose connections use ``schema`` (created by the caller)."""
+    return f"{database_url}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def pg_url(pg_database):
+    """A PostgreSQL URL with a fresh, empty schema of its own (dropped after the test)."""
+    from sqlalchemy import create_engine, text
+
+    schema = f"t_{secrets.token_hex(4)}"
+    admin = create_engine(pg_database.replace("postgresql://", "postgresql+psycopg://"),
+                          isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    yield pg_schema_url(pg_database, schema)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """An empty store of each kind: SQLite in tmp_path, PostgreSQL in a private schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'store.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def store(store_url):
+    """An engine on a migrated, empty store."""
+    from fraudscore.store.engine import create_store_engine
+    from fraudscore.store.migrate import migrate
+
+    engine = create_store_engine(store_url)
+    migrate(engine=engine)
+    yield engine
+    engine.dispose()

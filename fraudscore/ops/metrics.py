@@ -132,6 +132,38 @@ BATCH_ROWS = Histogram(
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
 )
 
+# The decision log (fraudscore/store/writer.py). Its writer thread publishes these a few times a
+# second from plain counters, so recording a decision on the request path touches no metric.
+# Gauges are per worker process: "livesum"/"livemax" combine the live workers in multiprocess mode.
+DECISION_LOG_BUFFERED = Gauge(
+    name="fraud_decision_log_buffered",
+    documentation="Decisions held in memory, not yet written to the store",
+    multiprocess_mode="livesum",
+)
+DECISION_LOG_OLDEST_SECONDS = Gauge(
+    name="fraud_decision_log_oldest_unwritten_seconds",
+    documentation="Age of the oldest decision not yet written (0 when none is waiting)",
+    multiprocess_mode="livemax",
+)
+DECISION_LOG_WRITTEN = Counter(
+    name="fraud_decision_log_written",
+    documentation="Decisions written to the store",
+)
+DECISION_LOG_DROPPED = Counter(
+    name="fraud_decision_log_dropped",
+    documentation="Decisions never written: buffer full, unwritable, or left at shutdown",
+    labelnames=["reason"],
+)
+DECISION_LOG_WRITE_ERRORS = Counter(
+    name="fraud_decision_log_write_errors",
+    documentation="Failed attempts to write a batch of decisions (each is retried)",
+)
+DECISION_LOG_BATCH_SECONDS = Histogram(
+    name="fraud_decision_log_batch_seconds",
+    documentation="Time to write one batch of decisions (encode, send, commit)",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+)
+
 
 def observe_many(histogram_child, values: np.ndarray) -> None:
     """``histogram_child.observe(v)`` for every value, with one update per bucket.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,50 @@ def write_csv(dataset: Dataset, path: str | Path) -> None:
         w = csv.writer(fh)
         for row, label in zip(dataset.X, dataset.y, strict=True):
             w.writerow([repr(float(v)) for v in row] + [int(label)])
+
+
+MIN_PER_CLASS = 10
+
+
+def load_store(url: str, since: datetime | None = None) -> Dataset:
+    """The labelled primary decisions of a decision store (each transaction once: its latest
+    decision with its current label, fraud = 1); :class:`DataError` when the store cannot be read
+    or holds too few labels of either class. The source names the store without its password."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..settings import ConfigError
+    from ..store.engine import create_store_engine, describe_error, parse_url, redact, sqlite_path
+    from ..store.queries import labelled_decisions
+
+    try:
+        parsed = parse_url(url, "--from-store")
+    except ConfigError as exc:
+        raise DataError(str(exc)) from None
+    shown = redact(url)
+    path = sqlite_path(parsed)
+    if path is not None and not path.exists():
+        raise DataError(f"decision store {shown}: no such file")
+    engine = create_store_engine(parsed)
+    try:
+        X, y = labelled_decisions(engine, since)
+    except SQLAlchemyError as exc:
+        raise DataError(f"cannot read the decision store {shown}: {describe_error(exc)}") from None
+    finally:
+        engine.dispose()
+    scope = f" since {since.isoformat()}" if since else ""
+    if y.size == 0:
+        raise DataError(f"decision store {shown} has no labelled decisions{scope}")
+    n_fraud = int(y.sum())
+    if n_fraud < MIN_PER_CLASS or y.size - n_fraud < MIN_PER_CLASS:
+        raise DataError(f"decision store {shown}: needs at least {MIN_PER_CLASS} labelled decisions of "
+                        f"each class{scope}, has {n_fraud} frauds of {y.size}")
+    digest = hashlib.sha256(X.tobytes() + y.tobytes()).hexdigest()
+    return Dataset(X, y, f"decision store {shown}: {y.size} labelled decisions{scope}", digest)
+
+
+def combine(first: Dataset, second: Dataset) -> Dataset:
+    """Both data sets' rows (first's, then second's), named after both."""
+    X = np.vstack([first.X, second.X])
+    y = np.concatenate([first.y, second.y])
+    digest = hashlib.sha256(X.tobytes() + y.tobytes()).hexdigest()
+    return Dataset(X, y, f"{first.source} + {second.source}", digest)
