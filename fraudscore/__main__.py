@@ -10,7 +10,10 @@ import importlib
 import sys
 
 # command -> (module with main(argv) -> exit status, one line of help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "score": ("fraudscore.offline.score", "score a CSV or Parquet file with the served model"),
+    "backtest": ("fraudscore.offline.backtest", "thresholds on labelled data: costs, alert rates, a choice"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
