@@ -24,10 +24,12 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 class Violation:
     row: int  # index of the offending row in the block checked
     column: str
-    value: float
-    problem: str  # e.g. "is not finite", "is negative"
+    value: float | None  # None: the value is missing
+    problem: str  # e.g. "is not finite", "is negative", "missing value"
 
     def describe(self) -> str:
+        if self.value is None:
+            return f"column {self.column}: {self.problem}"
         return f"column {self.column}: {self.value!r} {self.problem}"
 
 

@@ -73,8 +73,8 @@ class Verdicts:
 class BadRows(ValueError):
     """A block holds a value the service would refuse."""
 
-    def __init__(self, violation: Violation) -> None:
-        super().__init__(violation.describe())
+    def __init__(self, violation: Violation, where: str = "") -> None:
+        super().__init__(f"{where}, {violation.describe()}" if where else violation.describe())
         self.violation = violation
 
 

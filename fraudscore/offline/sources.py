@@ -68,11 +68,12 @@ def open_source(path: str | Path, fmt: str, chunk_rows: int, carry: Sequence[str
         raise InputError(f"cannot read {path}: no such file")
     src: Source = CsvSource(path, chunk_rows, carry) if fmt == "csv" else \
         ParquetSource(path, chunk_rows, carry)
-    _check_columns(path, src.names, carry, extra_hint)
+    check_columns(path, src.names, carry, extra_hint)
     return src
 
 
-def _check_columns(path: Path, names: list[str], carry: Sequence[str], hint: str) -> None:
+def check_columns(path: str | Path, names: list[str], carry: Sequence[str], hint: str) -> None:
+    """Raise :class:`InputError` unless ``names`` holds the features and ``carry``, and no more."""
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InputError(f"{path}: duplicate columns {dupes}")

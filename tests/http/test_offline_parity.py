@@ -14,7 +14,8 @@ FIELDS = ("fraud_score", "fraud_probability", "is_fraud", "decision", "threshold
 def test_score_command_equals_fraud_score_for_every_row(client, auth, stand_in, trained, tmp_path):
     # every fraud of the stand-in plus 2,000 other rows: all three decisions, many probabilities
     idx = np.concatenate([np.flatnonzero(stand_in.y), np.arange(0, 20_000, 10)])
-    table = pa.table({"tx": [f"t{i}" for i in idx], **{f: stand_in.X[idx, j] for j, f in enumerate(FEATURES)}})
+    features = {f: stand_in.X[idx, j] for j, f in enumerate(FEATURES)}
+    table = pa.table({"tx": [f"t{i}" for i in idx], **features})
     pq.write_table(table, tmp_path / "in.parquet")
     assert score.main([str(tmp_path / "in.parquet"), "-o", str(tmp_path / "out.parquet"), "--id-column", "tx",
                        "--model", trained.tag, "--chunk-rows", "500", "--quiet"]) == 0

@@ -50,7 +50,8 @@ def test_parquet_and_csv_in_and_out_give_the_same_verdicts(trained, sample, tmp_
     for src in ("parquet", "csv"):
         for dst in ("parquet", "csv"):
             out = tmp_path / f"{src}-out.{dst}"
-            assert _run(trained, str(tmp_path / f"in.{src}"), "-o", str(out), "--keep", "tx", "--keep", "Class") == 0
+            args = [str(tmp_path / f"in.{src}"), "-o", str(out), "--keep", "tx", "--keep", "Class"]
+            assert _run(trained, *args) == 0
             outs[src, dst] = _read(out)
     first = outs["parquet", "parquet"]
     assert first.column_names == sample.column_names + list(VERDICT_COLUMNS)  # input columns, in order
@@ -65,7 +66,8 @@ def test_parquet_and_csv_in_and_out_give_the_same_verdicts(trained, sample, tmp_
 
 def test_id_column_output_holds_the_id_and_the_verdicts(trained, sample, tmp_path):
     pq.write_table(sample.drop_columns(["Class"]), tmp_path / "in.parquet")
-    assert _run(trained, str(tmp_path / "in.parquet"), "-o", str(tmp_path / "out.parquet"), "--id-column", "tx") == 0
+    args = [str(tmp_path / "in.parquet"), "-o", str(tmp_path / "out.parquet"), "--id-column", "tx"]
+    assert _run(trained, *args) == 0
     out = pq.read_table(tmp_path / "out.parquet")
     assert out.column_names == ["tx", *VERDICT_COLUMNS]
     assert out["tx"].to_pylist() == sample["tx"].to_pylist()
@@ -156,7 +158,8 @@ def test_bad_files_are_refused_naming_the_problem(trained, sample, tmp_path, cap
         "extra.csv": (sample, "unexpected columns ['tx', 'Class']; name them with --keep"),
         "empty.csv": (b"", "is empty"),
         "header.csv": (",".join(FEATURES).encode() + b"\n", "has a header but no rows"),
-        "fields.csv": (",".join(FEATURES).encode() + b"\n" + b"1," * 30 + b"1\n", "line 2: Expected 30 columns, got 31"),
+        "fields.csv": (",".join(FEATURES).encode() + b"\n" + b"1," * 30 + b"1\n",
+                       "line 2: Expected 30 columns, got 31"),
         "null.parquet": (with_null, "row 42 (row group 0), column Amount: missing value"),
         "inf.parquet": (feats.set_column(FEATURES.index("V5"), "V5", pa.array(v5)),
                         "row 1235 (row group 0), column V5: inf is not finite"),
