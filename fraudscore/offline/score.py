@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         with Sink(args.output, out_fmt) as sink, _progress(source.total_rows, args.quiet) as advance:
-            for batch in _in_order(source.chunks(), build, args.workers):
+            for batch in in_order(source.chunks(), build, args.workers):
                 sink.write(batch)
                 advance(batch.num_rows)
     except InputError as exc:
@@ -130,7 +130,7 @@ def output_batch(batch: pa.RecordBatch, columns: Sequence[str], scorer: BlockSco
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
-def _in_order(chunks: Iterator[Chunk], build: Callable[[Chunk], pa.RecordBatch],
+def in_order(chunks: Iterator[Chunk], build: Callable[[Chunk], pa.RecordBatch],
               workers: int) -> Iterator[pa.RecordBatch]:
     """``build`` each chunk on a pool of ``workers`` threads (ONNX Runtime and Arrow release the
     GIL); yield results in file order, holding at most ``workers + 1`` chunks in flight."""
