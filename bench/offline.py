@@ -2,15 +2,18 @@
 
     flock /tmp/bench.lock .venv/bin/python bench/offline.py                 # 1M and 2M rows, 3 runs
     .venv/bin/python bench/offline.py --rows 200000 --runs 1 --formats parquet   # quick look
+    .venv/bin/python bench/offline.py --generate-only --data data/     # just the stand-in files
 
-Generates stand-in files of N and 2N rows (fraudscore.training.data.generate; Parquet as pyarrow
-writes it by default, CSV with full-precision floats) in memory-backed /dev/shm (``--data``; about
-2.4 GB for N = 1M, removed at the end unless ``--keep-data``): on a shared VM whose page cache is
-trimmed, files on disk would measure the disk, not the scoring. Then alternates, run after run:
+Generates stand-in files of N and 2N rows (fraudscore.training.data.generate, plus an id column
+``tx``; Parquet as pyarrow writes it by default, CSV with full-precision floats) in memory-backed
+/dev/shm (``--data``; about 2.4 GB for N = 1M, removed at the end unless ``--keep-data``): on a
+shared VM whose page cache is trimmed, files on disk would measure the disk, not the scoring.
+Then alternates, run after run:
 - ``ort``: ONNX Runtime alone, the model entry's graph through OnnxForest, on the same number of
   threads as the command, over the file's rows already in memory as float32, in 65,536- and
   1,000-row blocks;
-- ``score``: ``python -m fraudscore score FILE -o OUT --quiet``, a fresh process;
+- ``score``: ``python -m fraudscore score FILE -o OUT``, a fresh process, writing every input
+  column (``--keep tx --keep Class``) or the id only (``--id-column tx --keep Class``);
 - ``read`` (CSV): the command's reader alone (parse, checks of missing values, float conversion).
 Each figure is rows/s from the difference of the times for 2N and N rows, so start-up (imports,
 model load) cancels out; medians over ``--runs``; CPU seconds from getrusage give the share of
@@ -53,12 +56,16 @@ print(time.perf_counter() - started)
 READ_CHILD = """
 import sys
 from fraudscore.offline.sources import open_source
-for chunk in open_source(sys.argv[1], "csv", 65536, ["Class"]).chunks():
+for chunk in open_source(sys.argv[1], "csv", 65536, ["tx", "Class"]).chunks():
     pass
 """
+# output columns: every input column, or the id (and the label) only
+MODES = {"all columns": ["--keep", "tx", "--keep", "Class"],
+         "id column": ["--id-column", "tx", "--keep", "Class"]}
 
 
 def generate(rows: int, folder: Path) -> dict[str, dict[int, Path]]:
+    import numpy as np
     import pyarrow as pa
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
@@ -73,7 +80,8 @@ def generate(rows: int, folder: Path) -> dict[str, dict[int, Path]]:
         print(f"generating {2 * rows:,} stand-in rows into {folder}", file=sys.stderr)
         data = stand_in(2 * rows, seed=11)
         for n, paths in todo.items():
-            table = pa.table({**{f: data.X[:n, j] for j, f in enumerate(FEATURES)}, "Class": data.y[:n]})
+            features = {f: data.X[:n, j] for j, f in enumerate(FEATURES)}
+            table = pa.table({"tx": np.arange(n, dtype=np.int64), **features, "Class": data.y[:n]})
             pq.write_table(table, paths["parquet"])
             pcsv.write_csv(table, paths["csv"])
     for n, paths in todo.items():
@@ -83,12 +91,18 @@ def generate(rows: int, folder: Path) -> dict[str, dict[int, Path]]:
 
 
 def timed(cmd: list[str]) -> tuple[float, float]:
-    """Wall and CPU seconds (user + system) of one child process."""
+    """Seconds of one child process: the scoring loop's own time when it prints its summary line
+    ("scored N rows in T s": model load and imports excluded), else the wall time; and its CPU
+    seconds (user + system)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    summary = [ln for ln in done.stderr.splitlines() if ln.startswith("scored ")]
+    if summary:
+        wall = float(summary[-1].split(" rows in ")[1].split(" s ")[0])
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
@@ -98,11 +112,15 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--formats", default="parquet,csv")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--data", type=Path, default=Path("/dev/shm/fraudscore-offline-bench"),
+    p.add_argument("--data", type=Path, default=Path("/dev/shm/fraudscore-offline-bench"),  # noqa: S108
                    help="folder for the generated and scored files (default in memory)")
     p.add_argument("--keep-data", action="store_true", help="keep the generated files for the next run")
+    p.add_argument("--generate-only", action="store_true", help="write the stand-in files, print them, stop")
     args = p.parse_args()
     files = generate(args.rows, args.data)
+    if args.generate_only:
+        print("\n".join(str(path) for sizes in files.values() for path in sizes.values()))
+        return 0
     out_dir = ROOT / "results" / f"offline-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir.mkdir(parents=True)
     py, n = sys.executable, args.rows
@@ -125,12 +143,13 @@ def main() -> int:
             t_small, t_big = ort(n, block), ort(2 * n, block)
             samples.setdefault(f"ort {block}-row blocks rows/s", []).append(n / (t_big - t_small))
         for fmt in args.formats.split(","):
-            outs = [args.data / f"scored-{size}.{fmt}" for size in (n, 2 * n)]
-            cmd = [[py, "-m", "fraudscore", "score", str(files[fmt][size]), "-o", str(o), "--keep", "Class",
-                    "--quiet", "--workers", str(args.workers)] for size, o in zip((n, 2 * n), outs, strict=True)]
-            record(f"score {fmt}", timed(cmd[0]), timed(cmd[1]))
-            for o in outs:
-                o.unlink()
+            for mode, carry in MODES.items():
+                outs = [args.data / f"scored-{size}.{fmt}" for size in (n, 2 * n)]
+                cmd = [[py, "-m", "fraudscore", "score", str(files[fmt][size]), "-o", str(o), *carry,
+                        "--workers", str(args.workers)] for size, o in zip((n, 2 * n), outs, strict=True)]
+                record(f"score {fmt}, {mode}", timed(cmd[0]), timed(cmd[1]))
+                for o in outs:
+                    o.unlink()
             if fmt == "csv":
                 record("read csv", *(timed([py, "-c", READ_CHILD, str(files["csv"][s])]) for s in (n, 2 * n)))
 
@@ -138,12 +157,17 @@ def main() -> int:
     best_ort = max(v for k, v in medians.items() if k.startswith("ort"))
     lines = [f"# Offline scoring, {n:,} vs {2 * n:,} rows, {args.runs} runs, {args.workers} workers",
              "", "| measure | median | runs |", "|---|---|---|"]
-    lines += [f"| {k} | {medians[k]:,.2f} | {', '.join(f'{x:,.1f}' for x in v)} |" for k, v in samples.items()]
+    lines += [f"| {k} | {medians[k]:,.2f} | {', '.join(f'{x:,.1f}' for x in v)} |"
+              for k, v in samples.items()]
+    lines.append("")
     for fmt in args.formats.split(","):
-        lines.append(f"\nscore {fmt} / best ONNX Runtime alone: {medians[f'score {fmt} rows/s'] / best_ort:.1%}")
+        for mode in MODES:
+            ratio = medians[f"score {fmt}, {mode} rows/s"] / best_ort
+            lines.append(f"score {fmt}, {mode} / best ONNX Runtime alone: {ratio:.1%}")
     if "read csv cpu us/row" in medians:
-        share = medians["read csv cpu us/row"] / medians["score csv cpu us/row"]
-        lines.append(f"CSV: parsing is {share:.0%} of the command's CPU time")
+        for mode in MODES:
+            share = medians["read csv cpu us/row"] / medians[f"score csv, {mode} cpu us/row"]
+            lines.append(f"CSV, {mode}: parsing is {share:.0%} of the command's CPU time")
     report = "\n".join(lines)
     print(report)
     (out_dir / "offline.md").write_text(report + "\n")

@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     label = args.label_column
     try:
         source = open_source(args.input, file_format(args.input, args.input_format), args.chunk_rows, [label],
-                             extra_hint=f"the backtest reads the features and {label} only")
+                             ignore_extra=True)  # ids and other columns play no part in a backtest
         payload, _ = load_payload(args.model)
     except InputError as exc:
         return _fail(str(exc), 2)

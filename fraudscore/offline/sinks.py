@@ -17,6 +17,10 @@ import pyarrow.parquet as pq
 
 # Columns worth a Parquet dictionary (few distinct values); floats are not, and trying costs time.
 DICTIONARY_COLUMNS = ("decision", "model_version")
+# Columns whose min/max statistics are written; those of carried float columns cost ~0.3 us a row
+# (a third of writing) and are rarely used to skip pages of a scored file.
+STATISTICS_COLUMNS = ("fraud_probability", "fraud_score", "is_fraud", "decision", "threshold",
+                      "model_version")
 
 
 class OutputError(OSError):
@@ -51,7 +55,10 @@ class Sink:
         if self.fmt == "csv":
             return pcsv.CSVWriter(str(self.tmp), schema)
         dictionary = [c for c in DICTIONARY_COLUMNS if c in schema.names]
-        return pq.ParquetWriter(str(self.tmp), schema, compression="snappy", use_dictionary=dictionary)
+        statistics = [c for c in schema.names if c in STATISTICS_COLUMNS or not pa.types.is_floating(
+            schema.field(c).type)]
+        return pq.ParquetWriter(str(self.tmp), schema, compression="snappy", use_dictionary=dictionary,
+                                write_statistics=statistics)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

@@ -60,14 +60,17 @@ class Source:
 
 
 def open_source(path: str | Path, fmt: str, chunk_rows: int, carry: Sequence[str] = (),
-                extra_hint: str = "") -> Source:
+                extra_hint: str = "", ignore_extra: bool = False) -> Source:
     """Open ``path`` and check its columns: the 30 features are required, the ``carry`` columns
-    required too and read alongside; any other column is refused (``extra_hint`` says what to do)."""
+    required too and read alongside; any other column is refused (``extra_hint`` says what to do),
+    or with ``ignore_extra`` left unread."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"cannot read {path}: no such file")
     src: Source = CsvSource(path, chunk_rows, carry) if fmt == "csv" else \
         ParquetSource(path, chunk_rows, carry)
+    if ignore_extra:
+        src.names = [c for c in src.names if c in FEATURES or c in carry]
     check_columns(path, src.names, carry, extra_hint)
     return src
 
@@ -104,7 +107,8 @@ class ParquetSource(Source):
     def __init__(self, path: Path, chunk_rows: int, carry: Sequence[str]) -> None:
         self.path, self._chunk_rows, self._carry = path, chunk_rows, list(carry)
         try:
-            self._file = pq.ParquetFile(path)
+            # buffered: pages are read as they are decoded, not whole column chunks at once
+            self._file = pq.ParquetFile(path, buffer_size=1 << 20)
         except (pa.ArrowException, OSError) as exc:
             raise InputError(f"{path} is not a readable Parquet file: {exc}") from None
         schema = self._file.schema_arrow
@@ -159,8 +163,11 @@ class CsvSource(Source):
         self.path, self._chunk_rows, self._carry = path, chunk_rows, list(carry)
         # carried columns stay text, exactly as written (ids such as "007" keep their zeros)
         self._types = {**{f: pa.float64() for f in FEATURES}, **{c: pa.string() for c in carry}}
+        self._include: list[str] = []  # all columns
         self.names = self._open(1 << 16, types={}).schema.names  # the header, every value as text
-        self._reader = self._open(block_size=_block_size(path, chunk_rows))
+        self._header = list(self.names)
+        self._block = _block_size(path, chunk_rows)
+        self._reader: pcsv.CSVStreamingReader | None = None
 
     def _open(self, block_size: int, types: dict[str, pa.DataType] | None = None) -> pcsv.CSVStreamingReader:
         try:
@@ -170,7 +177,8 @@ class CsvSource(Source):
                 # blank lines are kept (as missing values) so that line numbers stay exact
                 parse_options=pcsv.ParseOptions(ignore_empty_lines=False),
                 convert_options=pcsv.ConvertOptions(column_types=self._types if types is None else types,
-                                                    null_values=[""], strings_can_be_null=False),
+                                                    null_values=[""], strings_can_be_null=False,
+                                                    include_columns=self._include if types is None else []),
             )
         except pa.ArrowInvalid as exc:
             if "Empty CSV file" in str(exc):
@@ -180,6 +188,10 @@ class CsvSource(Source):
             raise InputError(f"cannot read {self.path}: {exc}") from None
 
     def chunks(self) -> Iterator[Chunk]:
+        if self._reader is None:
+            # the columns kept in ``names`` only (all of them unless open_source dropped some)
+            self._include = list(self.names)
+            self._reader = self._open(block_size=self._block)
         start = 0
         while True:
             try:
@@ -211,7 +223,7 @@ class CsvSource(Source):
         msg = str(exc)
         conv = _CONVERSION.search(msg)
         if conv:
-            column = self.names[int(conv.group(1))] if hasattr(self, "names") else f"#{conv.group(1)}"
+            column = self._header[int(conv.group(1))] if hasattr(self, "_header") else f"#{conv.group(1)}"
             place = f", line {conv.group(2)}" if conv.group(2) else ""
             return InputError(f"{self.path}{place}, column {column}: {conv.group(3)!r} is not a number")
         parse = _PARSE_ROW.search(msg)

@@ -85,7 +85,8 @@ def test_recommendation_is_the_brute_force_optimum():
 
 def test_backtest_command_prints_writes_and_agrees_with_the_scores(trained, stand_in, tmp_path, capsys):
     idx = np.arange(0, 20_000, 2)
-    table = pa.table({**{f: stand_in.X[idx, j] for j, f in enumerate(FEATURES)}, "Class": stand_in.y[idx]})
+    features = {f: stand_in.X[idx, j] for j, f in enumerate(FEATURES)}
+    table = pa.table({"tx": [f"t{i}" for i in idx], **features, "Class": stand_in.y[idx]})  # tx: ignored
     pcsv.write_csv(table, tmp_path / "labelled.csv")
     status = backtest.main([str(tmp_path / "labelled.csv"), "--model", trained.tag, "--out",
                             str(tmp_path / "bt"), "--reviews-per-day", "20", "--decline-cost", "25",
@@ -99,7 +100,7 @@ def test_backtest_command_prints_writes_and_agrees_with_the_scores(trained, stan
 
     # the same answer from the score command's own output
     assert score.main([str(tmp_path / "labelled.csv"), "-o", str(tmp_path / "s.parquet"), "--keep", "Class",
-                       "--model", trained.tag, "--quiet"]) == 0
+                       "--keep", "tx", "--model", trained.tag, "--quiet"]) == 0
     scored = pq.read_table(tmp_path / "s.parquet")
     days = (max(scored["Time"].to_pylist()) - min(scored["Time"].to_pylist())) / 86_400
     counts = ScoreCounts.of(scored["fraud_score"].to_numpy(), np.array(scored["Class"].to_pylist(), int),
