@@ -41,13 +41,13 @@ train: $(VENV)/.synced
 report: $(VENV)/.synced
 	$(BIN)/python -m fraudscore report $(ARGS)
 
-## test: the whole suite (unit, in-process HTTP, real `bentoml serve` processes)
+## test: the whole suite (unit, in-process HTTP, real `bentoml serve` processes, local Spark)
 test: $(VENV)/.synced
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## test-fast: unit and in-process HTTP tests only
+## test-fast: unit and in-process HTTP tests only (no real servers, no Spark)
 test-fast: $(VENV)/.synced
-	$(BIN)/python -m pytest -m "not process" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not process and not spark" $(PYTEST_ARGS)
 
 ## build: the bento (service, package, model, configuration; no secrets)
 build: $(VENV)/.synced requirements.txt

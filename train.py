@@ -88,6 +88,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=_jobs, default=-1, help="parallel jobs for fitting (default all cores)")
     p.add_argument("--review-budget", type=_share, default=0.005,
                    help="largest share of traffic the review band may hold (default 0.005)")
+    p.add_argument("--calibration", choices=["none", "sigmoid"], default="none",
+                   help="serve sigmoid-calibrated probabilities (default none; the report measures both)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(
         n_estimators=args.trees, max_depth=args.max_depth, min_samples_leaf=args.min_samples_leaf,
         max_features=args.max_features, class_weight=args.class_weight, n_jobs=args.jobs,
-        seed=args.seed, review_budget=args.review_budget,
+        seed=args.seed, review_budget=args.review_budget, calibration=args.calibration,
     )
     try:
         if args.from_store:
@@ -120,6 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"thresholds: block >= {result.thresholds.block}, review >= {result.thresholds.review}")
     for name, value in result.metrics.items():
         print(f"  {name:24s} {value}")
+    print("calibration (test split: Brier / AUPRC): " + ", ".join(
+        f"{m} {f['brier']:.6f} / {f['auprc']:.4f}" for m, f in result.calibration.items()))
+    if args.calibration == "none":
+        print("served probabilities: the forest's, uncalibrated (--calibration sigmoid to calibrate)")
+    else:
+        print(f"served probabilities: CALIBRATED ({args.calibration}, fitted on the validation split); "
+              "reason codes will not add up to them")
+    print(f"report: {result.report}")
     return 0
 
 

@@ -13,6 +13,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("fraudscore.store.migrate", "bring the decision store's schema to this version"),
     "report": ("fraudscore.store.report", "decision quality per model version; shadow vs primary"),
+    "score": ("fraudscore.offline.score", "score a CSV or Parquet file with the served model"),
+    "backtest": ("fraudscore.offline.backtest", "thresholds on labelled data: costs, alert rates, a choice"),
 }
 
 

@@ -218,17 +218,20 @@ class Explainer:
 
     def reasons(self, X: np.ndarray, top_k: int = 3) -> list[list[dict[str, Any]]]:
         """Per row, the ``top_k`` features with the largest |contribution| (zeros left out), each as
-        {"feature", "value", "contribution" (signed, to the probability, 6 decimals), "description"}."""
+        {"feature", "value" (the float32 the model saw, shortest form), "contribution" (signed,
+        to the probability, 6 decimals), "description"}."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         X = np.asarray(X, dtype=np.float64)
         phi = self.contributions(X)
         order = np.argsort(-np.abs(phi), axis=1, kind="stable")[:, :top_k]
+        X32 = np.asarray(X, dtype=np.float32)
         out = []
         for i, js in enumerate(order.tolist()):
-            out.append([{"feature": FEATURES[j], "value": float(X[i, j]),
+            seen = X32[i]  # the values the model saw: float32, so file and HTTP inputs agree
+            out.append([{"feature": FEATURES[j], "value": float(str(seen[j])),
                          "contribution": round(float(phi[i, j]), 6),
-                         "description": describe(FEATURES[j], float(X[i, j]), self._grid[j])}
+                         "description": describe(FEATURES[j], float(seen[j]), self._grid[j])}
                         for j in js if phi[i, j] != 0.0])
         return out
 

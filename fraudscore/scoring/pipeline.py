@@ -23,8 +23,9 @@ from ..ops.metrics import observe_many
 from ..schemas import ModelInfoOut, TransactionIn
 from ..settings import ConfigError, Settings
 from .batching import MERGE_BELOW_ROWS, ModelBatcher
+from .in_force import thresholds_in_force as _thresholds
 from .model import Forest, OnnxForest, SklearnForest
-from .thresholds import Thresholds, to_scores
+from .thresholds import to_scores
 
 # A pause between two pieces of bulk work: a timer (not a plain yield) makes the loop poll its
 # sockets first, so single transactions that arrived meanwhile are read and served before the
@@ -45,24 +46,6 @@ _features = attrgetter(*FEATURES)
 
 class ModelUnavailable(RuntimeError):
     """No model is loaded; the message says why."""
-
-
-def _thresholds(serving: dict[str, Any], settings: Settings) -> tuple[Thresholds, dict[str, str]]:
-    learned = serving["thresholds"]
-    block = learned["block"] if settings.decision_threshold == "model" else settings.decision_threshold
-    review = learned["review"] if settings.review_threshold == "model" else settings.review_threshold
-    source = {
-        "block": "model" if settings.decision_threshold == "model" else "FRAUD_DECISION_THRESHOLD",
-        "review": "model" if settings.review_threshold == "model" else "FRAUD_REVIEW_THRESHOLD",
-    }
-    if settings.review_threshold == "model":
-        # The learned review edge stays; under an overridden block threshold the band becomes
-        # [learned review, block), wider or narrower than the learned one.
-        review = min(review, block)
-    try:
-        return Thresholds(block=block, review=review), source
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def check_configuration(settings: Settings) -> None:

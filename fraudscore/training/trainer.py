@@ -11,6 +11,7 @@ import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,8 @@ from ..features import FEATURES
 from ..scoring.explain import Explainer
 from ..scoring.model import OnnxForest
 from ..scoring.thresholds import Thresholds, choose, to_scores
+from . import calibration, report
+from .calibration import OFFERED
 from .data import Dataset
 
 PARITY_TOLERANCE = 1e-5
@@ -46,6 +49,7 @@ class TrainConfig:
     val_size: float = 0.2
     test_size: float = 0.2
     review_budget: float = 0.005
+    calibration: str = "none"  # or "sigmoid" (training/calibration.py): off unless asked for
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class TrainResult:
     tag: str
     metrics: dict[str, float]
     thresholds: Thresholds
+    report: Path  # the training report (report.html) inside the model entry
+    calibration: dict[str, dict[str, float]]  # test-split Brier / log loss / AUPRC per method
 
 
 def _split(y: np.ndarray, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -85,12 +91,12 @@ def _fit(X: np.ndarray, y: np.ndarray, cfg: TrainConfig, progress: bool) -> Any:
     return forest
 
 
-def _to_onnx(forest: Any) -> bytes:
+def _to_onnx(model: Any) -> bytes:
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
-    onx = to_onnx(forest, initial_types=[("transactions", FloatTensorType([None, len(FEATURES)]))],
-                  options={id(forest): {"zipmap": False}})
+    onx = to_onnx(model, initial_types=[("transactions", FloatTensorType([None, len(FEATURES)]))],
+                  options={id(model): {"zipmap": False}})
     return onx.SerializeToString()
 
 
@@ -161,21 +167,33 @@ def train(data: Dataset, cfg: TrainConfig = TrainConfig(), progress: bool = True
     train_idx, val_idx, test_idx = _split(y, cfg)
     log(f"data: {data.source}: {y.size} rows, {int(y.sum())} frauds "
         f"(train {train_idx.size} / validation {val_idx.size} / test {test_idx.size})")
+    if cfg.calibration not in OFFERED:
+        raise ValueError(f"calibration must be one of {OFFERED}, got {cfg.calibration!r}")
     forest = _fit(X[train_idx], y[train_idx], cfg, progress)
+    study = calibration.study(forest, X[val_idx], y[val_idx], X[test_idx], y[test_idx])
+    # what is served: the forest, or (asked for) the forest behind its calibration
+    model = forest if cfg.calibration == "none" else study.models[cfg.calibration]
 
     log("exporting to ONNX and checking parity on the test split")
-    onnx_bytes = _to_onnx(forest)
+    onnx_bytes = _to_onnx(model)
     engine = OnnxForest(onnx_bytes)
     test_proba = engine.predict_proba(X[test_idx])
-    diff = float(np.max(np.abs(forest.predict_proba(X[test_idx])[:, 1] - test_proba)))
+    diff = float(np.max(np.abs(model.predict_proba(X[test_idx])[:, 1] - test_proba)))
     if not diff <= PARITY_TOLERANCE:
         raise ParityError(f"ONNX differs from scikit-learn by {diff:.3g} (> {PARITY_TOLERANCE})")
 
     log("exporting the explainer and checking that explanations add up to the ONNX probabilities")
-    explain_bytes, explain_stats = _explainer(forest, X[train_idx], X[test_idx], y[test_idx], test_proba)
+    # Reasons explain the forest: with calibration on, its probability before the calibration
+    # (TreeSHAP adds up to a tree ensemble's output, not to a sigmoid of it).
+    raw_proba = test_proba if model is forest else \
+        forest.predict_proba(X[test_idx].astype(np.float32))[:, 1]
+    explain_bytes, explain_stats = _explainer(forest, X[train_idx], X[test_idx], y[test_idx], raw_proba)
+    explain_stats["explains"] = "the served probability" if model is forest else \
+        "the forest's probability before calibration"
 
     thresholds = choose(to_scores(engine.predict_proba(X[val_idx])), y[val_idx], cfg.review_budget)
     metrics = _metrics(y[test_idx], test_proba, thresholds)
+    metrics["brier"] = study.metrics[cfg.calibration]["brier"]
     metrics["onnx_max_abs_diff"] = diff
 
     importances = sorted(zip(FEATURES, forest.feature_importances_.tolist(), strict=True),
@@ -195,16 +213,31 @@ def train(data: Dataset, cfg: TrainConfig = TrainConfig(), progress: bool = True
         "metrics": metrics,
         "thresholds": thresholds.as_dict(),
         "hyperparameters": {k: "none" if v is None else v for k, v in cfg.__dict__.items()},
+        # calibrated probabilities are served only when asked for; the report says how much it helps
+        "calibration": {"served": cfg.calibration, "fitted_on": "validation split",
+                        "test_split": study.metrics},
         "versions": _versions(),
         "explain": explain_stats,
     }
+    log("writing the training report")
+    report_files = report.build(
+        y[test_idx], test_proba, thresholds, importances, metrics, study, cfg.calibration,
+        {"trained at": metadata["trained_at"], "data": f"{data.source} (SHA-256 {data.sha256[:16]}...)",
+         "rows": f"{y.size:,} ({int(y.sum()):,} frauds); train / validation / test "
+                 f"{train_idx.size:,} / {val_idx.size:,} / {test_idx.size:,}",
+         "forest": f"{cfg.n_estimators} trees, max_depth {cfg.max_depth}, "
+                   f"min_samples_leaf {cfg.min_samples_leaf}, max_features {cfg.max_features}"})
     skops_buf = io.BytesIO()
-    sio.dump(forest, skops_buf)
+    sio.dump(model, skops_buf)  # a calibrated entry holds the calibrated classifier (forest inside)
     tag = artifact.register(
         {artifact.ONNX_FILE: onnx_bytes, artifact.SKOPS_FILE: skops_buf.getvalue(),
          artifact.SERVING_FILE: json.dumps(serving, indent=1).encode(),
-         artifact.EXPLAIN_FILE: explain_bytes},
+         artifact.EXPLAIN_FILE: explain_bytes, **report_files},
         metadata,
-        labels={"framework": "scikit-learn", "engine": "onnxruntime", "stage": "dev"},
+        labels={"framework": "scikit-learn", "engine": "onnxruntime", "stage": "dev",
+                "calibration": cfg.calibration},
     )
-    return TrainResult(tag, metrics, thresholds)
+    import bentoml
+
+    return TrainResult(tag, metrics, thresholds, Path(bentoml.models.get(tag).path) / report.HTML_FILE,
+                       study.metrics)

@@ -101,7 +101,7 @@ def test_reasons_are_the_largest_contributions_in_order(entry, rows):
             assert sizes[0] == round(float(np.abs(phi[i]).max()), 6)
             for r in row:
                 j = FEATURES.index(r["feature"])
-                assert r["value"] == X[i, j]
+                assert r["value"] == float(str(np.float32(X[i, j])))  # what the model saw
                 assert r["contribution"] == round(float(phi[i, j]), 6)
                 assert r["description"].startswith(f"{r['feature']} = ")
     with pytest.raises(ValueError, match="top_k"):

@@ -1,3 +1,4 @@
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,9 @@ def test_cli_trains_on_a_real_format_csv_and_reports(tmp_path):
     assert _count_models() == before + 1
     tag = done.stdout.split("registered ")[1].split()[0]
     assert bentoml.models.get(tag).info.metadata["data_source"] == "file creditcard.csv"
+    report = Path(done.stdout.split("report: ")[1].split()[0])
+    assert report == Path(bentoml.models.get(tag).path) / "report.html" and report.is_file()
+    assert "served probabilities: the forest's, uncalibrated" in done.stdout
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -105,7 +109,8 @@ def test_cli_refuses_bad_files_and_registers_nothing(tmp_path, content, message)
 
 
 @pytest.mark.parametrize("option", [["--trees", "0"], ["--jobs", "0"], ["--seed", "-1"],
-                                    ["--review-budget", "5"], ["--max-features", "2"], ["--rows", "x"]])
+                                    ["--review-budget", "5"], ["--max-features", "2"], ["--rows", "x"],
+                                    ["--calibration", "isotonic"]])
 def test_cli_rejects_bad_options_without_a_traceback(option):
     done = _train_cli(*option)
     assert done.returncode == 2 and option[0] in done.stderr and "Traceback" not in done.stderr
@@ -126,3 +131,45 @@ def test_an_entry_whose_serving_file_lacks_a_key_is_unavailable_not_a_crash():
         assert not pipeline.ready and "lacks thresholds" in pipeline.unavailable_reason
     finally:
         bentoml.models.delete(tag)
+
+
+def test_the_training_report_is_in_the_entry_and_shows_its_plots(trained):
+    from fraudscore.training.report import HTML_FILE, PLOTS
+
+    model = bentoml.models.get(trained.tag)
+    root = Path(model.path)
+    checksums = model.info.metadata["checksums"]
+    html = (root / HTML_FILE).read_text()
+    for name in PLOTS:
+        data = (root / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert checksums[name] == hashlib.sha256(data).hexdigest()
+        assert f'<img src="{name}"' in html
+    assert trained.report == root / HTML_FILE
+    assert f"{trained.metrics['auprc']}" in html and "Brier" in html and "calibration" in html
+    assert sum(p.stat().st_size for p in root.glob("report*")) < 1_000_000
+
+
+def test_calibration_is_measured_always_and_served_only_when_asked(trained, stand_in):
+    assert trained.calibration.keys() == {"none", "isotonic", "sigmoid"}
+    meta = bentoml.models.get(trained.tag).info.metadata
+    assert meta["calibration"]["served"] == "none"
+    assert trained.metrics["brier"] == trained.calibration["none"]["brier"]
+
+    calibrated = train(generate(20_000, seed=7), TrainConfig(n_estimators=12, n_jobs=1, seed=7,
+                                                             calibration="sigmoid"),
+                       progress=False, log=lambda *_: None)
+    model = bentoml.models.get(calibrated.tag)
+    assert model.info.metadata["calibration"]["served"] == "sigmoid"
+    assert model.info.labels["calibration"] == "sigmoid"
+    assert calibrated.metrics["onnx_max_abs_diff"] <= PARITY_TOLERANCE  # parity of the served graph
+    assert calibrated.metrics["brier"] == calibrated.calibration["sigmoid"]["brier"]
+    raw = OnnxForest((Path(bentoml.models.get(trained.tag).path) / artifact.ONNX_FILE).read_bytes())
+    served = OnnxForest((Path(model.path) / artifact.ONNX_FILE).read_bytes())
+    X = stand_in.X[:2_000]
+    assert not np.allclose(raw.predict_proba(X), served.predict_proba(X), atol=1e-3)
+    # a sigmoid keeps the order of the forest's scores: the same ranking, so the same AUPRC
+    assert calibrated.calibration["sigmoid"]["auprc"] == calibrated.calibration["none"]["auprc"]
+    with pytest.raises(ValueError, match="calibration must be one of"):
+        train(generate(5_000, seed=3), TrainConfig(n_estimators=2, calibration="isotonic"), progress=False,
+              log=lambda *_: None)
