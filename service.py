@@ -6,7 +6,8 @@
 Request path: HardenedProtocol (limits, timeouts; fraudscore/edge/protocol.py) -> BentoML's
 timeout -> Edge (route table, authenticate, rate-limit, read, admit, fraudscore/edge/app.py) ->
 handlers (validate, score, decide, respond; fraudscore/edge/handlers.py) -> ScoringPipeline
-(fraudscore/scoring/pipeline.py) -> the model (fraudscore/scoring/model.py).
+(fraudscore/scoring/pipeline.py) -> the scorer and model (fraudscore/scoring/); side effects
+leave through the decision log's buffer (fraudscore/store/), written by a background thread.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fraudscore.ops import bentoml_fixes
 from fraudscore.schemas import FraudScoreOut, TransactionIn, batch_request_model
 from fraudscore.scoring.pipeline import ScoringPipeline, check_configuration
 from fraudscore.settings import ConfigError, get_settings
+from fraudscore.store.runtime import Store
 
 try:
     _settings = get_settings()  # decorator arguments below are fixed when the class is defined
@@ -32,6 +34,10 @@ BatchRequestIn = batch_request_model(_settings.batch_max_items)
 
 def _pipeline() -> ScoringPipeline:
     return bentoml.get_current_service().pipeline
+
+
+def _store() -> Store:
+    return bentoml.get_current_service().store
 
 
 @bentoml.service(
@@ -50,12 +56,15 @@ class FraudScorer:
         try:
             settings = get_settings()
             load_keys(settings)  # no key, or a malformed key file: refuse to start
+            settings.resolved_store_url()  # a store URL of another kind
             check_configuration(settings)
         except ConfigError as exc:
             raise SystemExit(f"error: {exc}") from None
 
     def __init__(self) -> None:
-        self.pipeline = ScoringPipeline.load(get_settings())
+        settings = get_settings()
+        self.store = Store(settings)  # its writer starts (and migrates) in the background
+        self.pipeline = ScoringPipeline.load(settings, decision_log=self.store.decision_log)
         # What is alive now (modules, the model, the app) lives as long as the worker: keep it out
         # of every later full garbage collection, which then walks only what requests allocate.
         gc.collect()
@@ -70,7 +79,9 @@ class FraudScorer:
 
     @bentoml.on_shutdown
     def close(self) -> None:
+        """On SIGTERM too: the decisions still buffered are written before the worker exits."""
         self.pipeline.close()
+        self.store.close()
 
     # Over HTTP the edge answers these routes (fraudscore/edge/handlers.py); the declarations give
     # BentoML's clients their schema (/schema.json), and the methods give the same answers to
@@ -90,4 +101,4 @@ class FraudScorer:
 
 bentoml_fixes.install()
 protocol.install(_settings)
-FraudScorer.add_asgi_middleware(Edge, pipeline=_pipeline, batch_model=BatchRequestIn)
+FraudScorer.add_asgi_middleware(Edge, pipeline=_pipeline, batch_model=BatchRequestIn, store=_store)

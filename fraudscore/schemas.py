@@ -7,9 +7,10 @@ strings (including "NaN"), booleans, null, nested values, NaN/Infinity literals 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model, field_validator
 
 from .features import FEATURES
 
@@ -68,6 +69,16 @@ def batch_request_model(max_items: int) -> type[BaseModel]:
 Decision = Literal["approve", "review", "block"]
 
 
+class ReasonOut(BaseModel):
+    """A feature that moved the probability, and by how much (exact TreeSHAP)."""
+
+    feature: str
+    value: Annotated[float, Field(description="the value the model saw (float32, shortest form)")]
+    contribution: Annotated[float, Field(description="signed change of the fraud probability")]
+    description: Annotated[str, Field(description='e.g. "V14 = -9.50 is lower than 99.9% of '
+                                                  'training transactions"')]
+
+
 class FraudScoreOut(BaseModel):
     """The verdict on one transaction."""
 
@@ -77,7 +88,12 @@ class FraudScoreOut(BaseModel):
     decision: Annotated[Decision, Field(description="block >= threshold; review within the band")]
     threshold: int
     model_version: Annotated[str, Field(description="model-store tag that scored it")]
-    transaction_id: Annotated[str | None, Field(exclude_if=lambda v: v is None)] = None
+    transaction_id: Annotated[str, Field(description="yours, or one generated for this verdict: "
+                                                     "the key to /decisions and /labels")]
+    reasons: Annotated[list[ReasonOut] | None, Field(
+        exclude_if=lambda v: v is None,
+        description="review and block verdicts (every verdict with ?explain=true): the top features, "
+                    "base value + all contributions = fraud_probability")] = None
 
 
 class LegacyFraudScoreOut(BaseModel):
@@ -103,6 +119,7 @@ class ModelInfoOut(BaseModel):
     versions: dict[str, str]
     batch_max_items: int
     adaptive_batching: bool
+    reasons: str
 
 
 class ReadinessOut(BaseModel):
@@ -124,3 +141,116 @@ class LegacyErrorOut(BaseModel):
     """Every error of ``/v1/fraud-score``, as FastAPI answered: a message, or 422's list."""
 
     detail: str | list[dict[str, Any]]
+
+
+# --- The decision log's read API and labels (GET /decisions, POST /labels) ----------------------
+
+class DecisionRecordOut(BaseModel):
+    """One recorded verdict: what was scored, by which model, for whom, and what was decided."""
+
+    id: int
+    transaction_id: str
+    created_at: datetime
+    route: str
+    key_name: str | None
+    model_version: str
+    role: Literal["primary", "shadow"]
+    features: dict[str, float]
+    probability: float
+    score: int
+    decision: Decision
+    threshold: int
+    review_threshold: int | None
+    reasons: list[ReasonOut] | None
+    warnings: list[Any] | None
+    latency_ms: float | None
+    request_id: str | None
+
+
+class LabelRecordOut(BaseModel):
+    id: int
+    transaction_id: str
+    label: Literal["fraud", "legit"]
+    source: str
+    observed_at: datetime
+    received_at: datetime
+
+
+class TransactionRecordOut(BaseModel):
+    """``GET /decisions/{transaction_id}``: the latest decision, the shadow model's, the labels."""
+
+    transaction_id: str
+    decision: DecisionRecordOut | None = Field(description="the latest primary decision")
+    shadow: DecisionRecordOut | None = Field(description="the latest decision of a shadow model")
+    times_scored: int
+    label: LabelRecordOut | None = Field(description="the current label: latest observation")
+    label_history: list[LabelRecordOut]
+
+
+class DecisionsPageOut(BaseModel):
+    """One page of decisions, oldest first; pass ``next_cursor`` back for the next page."""
+
+    items: list[DecisionRecordOut]
+    next_cursor: str | None
+
+
+class DecisionsQueryIn(BaseModel):
+    """Query parameters of ``GET /decisions``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    decision: Decision | None = None
+    since: AwareDatetime | None = Field(default=None, description="created at or after (ISO 8601, with zone)")
+    until: AwareDatetime | None = Field(default=None, description="created before (ISO 8601, with zone)")
+    model_version: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    role: Literal["primary", "shadow", "all"] = "primary"
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    cursor: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+
+
+LABEL_CLOCK_SKEW = timedelta(minutes=5)
+
+
+class LabelIn(BaseModel):
+    """An outcome: a chargeback, a review's finding, a customer's report."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    transaction_id: Annotated[str, Field(min_length=1, max_length=128)]
+    label: Literal["fraud", "legit"]
+    source: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
+                                 description="chargeback, review, customer, ...")]
+    observed_at: Annotated[AwareDatetime, Field(description="when the outcome was known (ISO 8601, "
+                                                            "with zone); not in the future")]
+
+    @field_validator("observed_at")
+    @classmethod
+    def _not_in_future(cls, v: datetime) -> datetime:
+        if v > datetime.now(UTC) + LABEL_CLOCK_SKEW:
+            raise ValueError("observed_at is in the future")
+        return v
+
+
+class LabelsIn(BaseModel):
+    """``POST /labels``: up to 1,000 labels; later observations supersede earlier ones."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    labels: Annotated[list[LabelIn], Field(min_length=1, max_length=1000, fail_fast=True)]
+
+
+class LabelResultOut(BaseModel):
+    transaction_id: str
+    status: Literal["recorded", "duplicate", "unknown_transaction"]
+
+
+class LabelsOut(BaseModel):
+    """One result per label, in order."""
+
+    results: list[LabelResultOut]
+
+
+class ExplainQueryIn(BaseModel):
+    """Query parameter of the scoring routes."""
+
+    explain: bool = Field(default=False, description="reasons on every verdict, not only review and block")

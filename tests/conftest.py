@@ -20,9 +20,11 @@ os.environ.update({
     "API_KEY": "legacy-key-0123456789abcdef",
     # Many tests send a wrong key on purpose from one address; the throttle has its own tests.
     "FRAUD_AUTH_FAILURE_LIMIT": "1000000/minute",
+    # the decision store's default SQLite file goes into the private home, not ./data
+    "FRAUD_DATA_DIR": str(_HOME / "data"),
 })
 for var in [v for v in os.environ if v.startswith("FRAUD_") and v not in (
-        "FRAUD_API_KEYS", "FRAUD_AUTH_FAILURE_LIMIT")] + ["BENTOML_CONFIG"]:
+        "FRAUD_API_KEYS", "FRAUD_AUTH_FAILURE_LIMIT", "FRAUD_DATA_DIR")] + ["BENTOML_CONFIG"]:
     os.environ.pop(var, None)  # nothing of the developer's own environment leaks into a test
 (_HOME / "prometheus").mkdir()
 

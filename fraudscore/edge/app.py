@@ -28,10 +28,11 @@ from .admission import controller
 from .asgi import header, send_json
 from .asgi import request_id as make_request_id
 from .errors import HttpError, render
-from .handlers import Handlers, Request
+from .handlers import Handlers
 from .keys import ApiKey, KeySource
 from .protocol import ADMITTED, ANSWERED
 from .ratelimit import RateLimits
+from .request import Request
 from .routes import Route, match
 
 log = logging.getLogger("bentoml.fraudscore")
@@ -61,13 +62,13 @@ def _is_json(content_type: bytes | None) -> bool:
 
 class Edge:
     def __init__(self, app, pipeline: Callable[[], Any], batch_model: type[BaseModel],
-                 settings: Settings | None = None) -> None:
+                 settings: Settings | None = None, store: Callable[[], Any] = lambda: None) -> None:
         settings = settings or get_settings()
         self.app = app  # BentoML's router: only the table's routes without a handler of ours
         self.keys = KeySource(settings)  # a worker with no key fails at start, not at first request
         self.limits = RateLimits(settings)
         self.admission = controller(settings.overload_target_ms, settings.overload_interval_ms)
-        self.handlers = Handlers(pipeline, batch_model, settings)
+        self.handlers = Handlers(pipeline, batch_model, settings, store)
         self.max_body = settings.max_body_bytes
         self.docs_public = settings.docs_public
         self._instruments: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -94,7 +95,7 @@ class Edge:
             await send(message)
 
         try:
-            await self._handle(scope, receive, send_stamped, route, params, request_id)
+            await self._handle(scope, receive, send_stamped, route, params, request_id, started)
         finally:
             admitted = scope.get(ADMITTED)
             if admitted is not None:
@@ -138,7 +139,7 @@ class Edge:
             log.info(_LINE, *args)
 
     async def _handle(self, scope, receive, send, route: Route | None, params: dict[str, str],
-                      request_id: bytes) -> None:
+                      request_id: bytes, started: float) -> None:
         legacy = route is not None and route.legacy
         try:
             key = None
@@ -161,7 +162,7 @@ class Edge:
                     return  # the client went away: nobody to answer
             if route.hot:
                 self._admit(scope)
-            req = Request(scope, route, params, key, body, request_id)
+            req = Request(scope, route, params, key, body, request_id, started)
             status, answer, headers = await getattr(self.handlers, route.handler)(req)
         except HttpError as err:
             if err.reason:

@@ -67,6 +67,10 @@ def _models(settings: Settings) -> dict[str, tuple[Any, str]]:
         "ModelInfoOut": (schemas.ModelInfoOut, "serialization"),
         "ReadinessOut": (schemas.ReadinessOut, "serialization"),
         "ErrorOut": (schemas.ErrorOut, "serialization"),
+        "TransactionRecordOut": (schemas.TransactionRecordOut, "serialization"),
+        "DecisionsPageOut": (schemas.DecisionsPageOut, "serialization"),
+        "LabelsIn": (schemas.LabelsIn, "validation"),
+        "LabelsOut": (schemas.LabelsOut, "serialization"),
         "LegacyErrorOut": (schemas.LegacyErrorOut, "serialization"),
     }
 
@@ -84,6 +88,16 @@ def _operation(route: Route, method: str, settings: Settings, refs: dict[str, di
         op["security"] = _SECURITY
         if route.access in ("score", "read", "label"):
             op["description"] = f"Needs a key with the scope `{route.access}`."
+    params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1,
+                                                                          "maxLength": 128}}
+              for name in _path_params(route.path)]
+    if route.query:
+        model = getattr(schemas, route.query)
+        for name, prop in model.model_json_schema()["properties"].items():
+            params.append({"name": name, "in": "query", "required": False,
+                           "description": prop.pop("description", ""), "schema": _no_null(prop)})
+    if params:
+        op["parameters"] = params
     if route.request_body:
         op["requestBody"] = {"required": True, "content": _json(_ref(route.request_body))}
     ok: dict[str, Any] = {"description": "OK", "headers": {"X-Request-ID": _REQUEST_ID}}
@@ -106,6 +120,18 @@ def _operation(route: Route, method: str, settings: Settings, refs: dict[str, di
         op["responses"][str(status)] = {"description": STATUS_TEXT[status], "headers": headers,
                                         "content": _json(body)}
     return op
+
+
+def _no_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is absent or a string: no ``null`` alternative (and no default null)."""
+    options = [o for o in schema.get("anyOf", []) if o.get("type") != "null"]
+    if len(options) == 1:
+        schema = {**{k: v for k, v in schema.items() if k not in ("anyOf", "default")}, **options[0]}
+    return schema
+
+
+def _path_params(path: str) -> list[str]:
+    return [seg[1:-1] for seg in path.split("/") if seg.startswith("{") and seg.endswith("}")]
 
 
 def build(settings: Settings) -> dict[str, Any]:

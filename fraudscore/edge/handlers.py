@@ -11,34 +11,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 import jiter
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 
 from ..schemas import LegacyFraudScoreOut, LegacyTransactionIn, TransactionIn
-from ..scoring.pipeline import ModelUnavailable, ScoringPipeline, yield_to_io
+from ..scoring.pipeline import ModelUnavailable, Origin, ScoringPipeline, yield_to_io
 from ..settings import Settings
 from . import docs
+from .decisions import RecordHandlers
 from .errors import HttpError, bad_request, invalid_body
-from .keys import ApiKey
 from .protocol import ADMITTED
-from .routes import Route
+from .request import Answer, Request
 
-Answer = tuple[int, Any, list[tuple[bytes, bytes]]]
 BULK_BODY_BYTES = 64 * 1024  # about 80 transactions: larger batch bodies use the bulk lane
 
 
-@dataclass(slots=True)
-class Request:
-    scope: dict[str, Any]
-    route: Route
-    params: dict[str, str]
-    key: ApiKey | None
-    body: bytes
-    request_id: bytes
 
 
 def check_duplicate_keys(body: bytes, keys_seen: int) -> None:
@@ -69,9 +60,23 @@ def _validate(model: type[BaseModel], body: bytes) -> Any:
         raise invalid_body(exc) from None
 
 
-class Handlers:
+def _explain(req: Request) -> bool:
+    """``?explain=true``: reasons on every verdict (review and block verdicts always have them)."""
+    values = parse_qs(req.scope.get("query_string", b"").decode("latin-1")).get("explain", ["false"])
+    if len(values) != 1 or values[0].lower() not in ("true", "false", "1", "0"):
+        raise bad_request("invalid_query", "explain must be true or false",
+                          [{"type": "bool_parsing", "loc": ["query", "explain"], "msg": "true or false"}])
+    return values[0].lower() in ("true", "1")
+
+
+def _origin(req: Request) -> Origin:
+    return Origin(req.route.path, req.key.name if req.key else None, req.request_id.decode(), req.started)
+
+
+class Handlers(RecordHandlers):
     def __init__(self, pipeline: Callable[[], ScoringPipeline], batch_model: type[BaseModel],
-                 settings: Settings) -> None:
+                 settings: Settings, store: Callable[[], Any] = lambda: None) -> None:
+        super().__init__(store)
         self._pipeline = pipeline
         self._batch_model = batch_model  # {"transactions": [...]} with the configured size limits
         self._settings = settings
@@ -85,37 +90,47 @@ class Handlers:
 
     async def score(self, req: Request) -> Answer:
         pipeline = self._ready_pipeline()
+        explain = _explain(req)
         tx = _validate(TransactionIn, req.body)
         check_duplicate_keys(req.body, len(tx.model_fields_set))
-        (verdict,) = await pipeline.score_transactions([tx], merge=_calm(req))
+        (verdict,) = await pipeline.score_transactions([tx], merge=_calm(req), explain=explain,
+                                                      origin=_origin(req))
         return 200, verdict, []
 
     async def score_batch(self, req: Request) -> Answer:
         pipeline = self._ready_pipeline()
+        explain, origin = _explain(req), _origin(req)
         if len(req.body) < BULK_BODY_BYTES:
             batch = _validate(self._batch_model, req.body)
             check_duplicate_keys(req.body, 1 + sum(len(tx.model_fields_set) for tx in batch.transactions))
-            return 200, await pipeline.score_transactions(batch.transactions), []
+            verdicts = await pipeline.score_transactions(batch.transactions, explain=explain, origin=origin)
+            return 200, verdicts, []
         # A large body's parse (~4 ms for 1,000 transactions) and answer take the bulk lane too.
         lane = pipeline.bulk_lane()
         await yield_to_io()
         async with lane:
             batch = _validate(self._batch_model, req.body)
             check_duplicate_keys(req.body, 1 + sum(len(tx.model_fields_set) for tx in batch.transactions))
-        verdicts = await pipeline.score_transactions(batch.transactions)
+        verdicts = await pipeline.score_transactions(batch.transactions, explain=explain, origin=origin)
         await yield_to_io()
         async with lane:
             return 200, to_json(verdicts), [(b"content-type", b"application/json")]
 
     async def score_legacy(self, req: Request) -> Answer:
         pipeline = self._ready_pipeline()
+        explain = _explain(req)
         tx = _validate(LegacyTransactionIn, req.body or b"null")  # FastAPI: 'body missing'
         # unknown fields are ignored here, as FastAPI did: they are not in model_fields_set
         check_duplicate_keys(req.body, len(tx.model_fields_set))
-        (verdict,) = await pipeline.score_transactions([tx], merge=_calm(req))
+        (verdict,) = await pipeline.score_transactions([tx], merge=_calm(req), explain=explain,
+                                                      origin=_origin(req))
         legacy = LegacyFraudScoreOut(fraud_score=verdict["fraud_score"], is_fraud=verdict["is_fraud"],
                                      model_version=verdict["model_version"])
-        return 200, legacy.model_dump(by_alias=True), []
+        answer = legacy.model_dump(by_alias=True)
+        if explain:  # the exact legacy shape unless asked: then the id and the reasons too
+            answer["transaction-id"] = verdict["transaction_id"]
+            answer["reasons"] = verdict.get("reasons", [])
+        return 200, answer, []
 
     async def model_info(self, req: Request) -> Answer:
         try:

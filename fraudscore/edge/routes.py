@@ -31,6 +31,7 @@ class Route:
     prefix: bool = False  # also answers every path below it (static files)
     legacy: bool = False  # errors in the FastAPI service's shapes
     request_body: str | None = None  # schema name in schemas.py (OpenAPI)
+    query: str | None = None  # schema name of its query parameters
     response_body: str | None = None
     errors: tuple[int, ...] = field(default=())  # statuses it may answer besides 200 (OpenAPI)
 
@@ -40,20 +41,30 @@ class Route:
 
 
 _SCORING_ERRORS = (400, 403, 408, 413, 415, 429, 431, 503, 504)
+_READ_ERRORS = (400, 403, 429, 503, 504)
 ROUTES: tuple[Route, ...] = (
     Route("/fraud_score", ("POST",), "score", "score", "api", hot=True,
           summary="Score one transaction", request_body="TransactionIn", response_body="FraudScoreOut",
-          errors=_SCORING_ERRORS),
+          query="ExplainQueryIn", errors=_SCORING_ERRORS),
     Route("/fraud_score/batch", ("POST",), "score", "score_batch", "api", hot=True,
           summary="Score up to FRAUD_BATCH_MAX_ITEMS transactions", request_body="BatchRequestIn",
-          response_body="FraudScoreList", errors=_SCORING_ERRORS),
+          response_body="FraudScoreList", query="ExplainQueryIn", errors=_SCORING_ERRORS),
     Route("/v1/fraud-score", ("POST",), "score", "score_legacy", "api", hot=True, legacy=True,
           summary="Score one transaction (the FastAPI service's route and answer)",
-          request_body="LegacyTransactionIn", response_body="LegacyFraudScoreOut",
-          errors=(403, 408, 413, 422, 429, 431, 503, 504)),
+          request_body="LegacyTransactionIn", response_body="LegacyFraudScoreOut", query="ExplainQueryIn",
+          errors=(400, 403, 408, 413, 422, 429, 431, 503, 504)),
     Route("/model_info", ("GET", "HEAD"), "any", "model_info", "api",
           summary="The model in service, its training and thresholds", response_body="ModelInfoOut",
           errors=(403, 429, 503)),
+    Route("/decisions/{transaction_id}", ("GET", "HEAD"), "read", "decision", "api",
+          summary="What was decided about a transaction, by which model, and its labels",
+          response_body="TransactionRecordOut", errors=(*_READ_ERRORS, 404)),
+    Route("/decisions", ("GET", "HEAD"), "read", "decisions", "api",
+          summary="Decisions, oldest first, filtered (the review queue: ?decision=review), in pages",
+          response_body="DecisionsPageOut", query="DecisionsQueryIn", errors=_READ_ERRORS),
+    Route("/labels", ("POST",), "label", "labels", "api",
+          summary="Outcomes of transactions (chargebacks, reviews, ...): up to 1,000 a call",
+          request_body="LabelsIn", response_body="LabelsOut", errors=(*_READ_ERRORS, 408, 413, 415)),
     Route("/livez", ("GET", "HEAD"), "public", "livez", "internal", summary="Liveness probe"),
     Route("/healthz", ("GET", "HEAD"), "public", "livez", "internal", summary="Liveness probe"),
     Route("/readyz", ("GET", "HEAD"), "public", "readyz", "internal",

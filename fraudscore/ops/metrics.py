@@ -125,6 +125,10 @@ REJECTED = Counter(
     documentation="Requests refused at the edge, by reason",
     labelnames=["reason"],
 )
+SHADOW_DROPPED = Counter(
+    name="fraud_shadow_dropped",
+    documentation="Transactions the shadow model could not keep up with (not scored by it)",
+)
 BATCH_ROWS = Histogram(
     name="fraud_model_batch_rows",
     documentation="Rows per model call: above a request's own rows when adaptive batching merges calls",

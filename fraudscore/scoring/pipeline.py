@@ -1,6 +1,7 @@
-"""Orchestration: validated transactions in, verdicts out, with metrics on the way.
+"""Orchestration: validated transactions in, verdicts out; the decision log and the shadow model
+served on the way (never waited on).
 
-The HTTP edge hands this step validated objects; the model wrapper below it knows no HTTP.
+The HTTP edge hands this step validated objects; the scorer and model below it know no HTTP.
 """
 
 from __future__ import annotations
@@ -10,22 +11,22 @@ import importlib.util
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import chain
 from operator import attrgetter
 from typing import Any
 
 import numpy as np
 
-from ..artifact import ONNX_FILE, SKOPS_FILE, ArtifactError, LoadedArtifact, load
+from ..artifact import EXPLAIN_FILE, ONNX_FILE, SKOPS_FILE, ArtifactError, load
 from ..features import FEATURES
-from ..ops import metrics
-from ..ops.metrics import observe_many
-from ..schemas import ModelInfoOut, TransactionIn
+from ..schemas import TransactionIn
 from ..settings import ConfigError, Settings
+from ..store.records import make_record
 from .batching import MERGE_BELOW_ROWS, ModelBatcher
-from .in_force import thresholds_in_force as _thresholds
-from .model import Forest, OnnxForest, SklearnForest
-from .thresholds import to_scores
+from .in_force import thresholds_in_force
+from .scorer import Scorer
+from .shadow import Shadow
 
 # A pause between two pieces of bulk work: a timer (not a plain yield) makes the loop poll its
 # sockets first, so single transactions that arrived meanwhile are read and served before the
@@ -59,117 +60,56 @@ def check_configuration(settings: Settings) -> None:
         art = load(settings.model_tag)
     except ArtifactError:
         return
-    _thresholds(art.serving, settings)
+    thresholds_in_force(art.serving, settings)
 
 
-class Scorer:
-    """Scores feature rows with one loaded model and the thresholds in force."""
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a request came from, for its decision records."""
 
-    def __init__(self, art: LoadedArtifact, settings: Settings) -> None:
-        if list(art.serving.get("features", [])) != list(FEATURES):
-            raise ArtifactError(f"model {art.tag} expects other features than this service sends")
-        self.forest: Forest = SklearnForest(art.model_bytes) if settings.engine == "sklearn" \
-            else OnnxForest(art.model_bytes)
-        self.version = art.tag
-        self.thresholds, self.threshold_source = _thresholds(art.serving, settings)
-        stats = art.serving["feature_stats"]
-        self._decisions = {d: metrics.DECISIONS.labels(decision=d, model_version=self.version)
-                           for d in ("approve", "review", "block")}
-        self._score_hist = metrics.SCORES.labels(model_version=self.version)
-        self._inference = metrics.INFERENCE_SECONDS.labels(model_version=self.version)
-        self._batch_rows = metrics.BATCH_ROWS.labels(model_version=self.version)
-        self._out_of_range = [metrics.OUT_OF_RANGE.labels(feature=f, model_version=self.version)
-                              for f in FEATURES]
-        self._low = np.array([stats[f]["quantiles"]["0.001"] for f in FEATURES])
-        self._high = np.array([stats[f]["quantiles"]["0.999"] for f in FEATURES])
-        self._info = ModelInfoOut(
-            tag=art.tag,
-            engine=self.forest.engine,
-            trained_at=art.metadata["trained_at"],
-            data_source=art.metadata["data_source"],
-            data_sha256=art.metadata["data_sha256"],
-            metrics=art.metadata["metrics"],
-            thresholds=self.thresholds.as_dict(),
-            thresholds_source=self.threshold_source,
-            top_feature_importances=dict(list(art.serving["feature_importances"].items())[:10]),
-            versions=art.metadata["versions"],
-            batch_max_items=settings.batch_max_items,
-            adaptive_batching=settings.adaptive_batching,
-        )
-
-    def model_info(self) -> ModelInfoOut:
-        return self._info
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Fraud probabilities of the rows of ``X`` (n, 30): one model call, timed."""
-        started = time.perf_counter()
-        proba = self.forest.predict_proba(X)
-        self._inference.observe(time.perf_counter() - started)
-        self._batch_rows.observe(len(X))
-        return proba
-
-    def verdicts(self, X: np.ndarray, proba: np.ndarray, ids: Sequence[str | None]) -> list[dict[str, Any]]:
-        """One verdict per row, in order, shaped as :class:`FraudScoreOut` (a test holds them
-        equal); decisions, scores and out-of-range features are counted."""
-        self._record_out_of_range(X)
-        scores = to_scores(proba)
-        block, decide = self.thresholds.block, self.thresholds.decide
-        if len(scores) == 1:  # the common case: skip the array work below
-            self._score_hist.observe(int(scores[0]))
-        else:
-            observe_many(self._score_hist, scores)
-        out = []
-        counts = dict.fromkeys(self._decisions, 0)
-        for tx_id, p, s in zip(ids, proba.tolist(), scores.tolist(), strict=True):
-            decision = decide(s)
-            counts[decision] += 1
-            row = {"fraud_score": s, "fraud_probability": round(p, 6), "is_fraud": s >= block,
-                   "decision": decision, "threshold": block, "model_version": self.version}
-            if tx_id is not None:
-                row["transaction_id"] = tx_id
-            out.append(row)
-        for decision, n in counts.items():
-            if n:
-                self._decisions[decision].inc(n)
-        return out
-
-    def _record_out_of_range(self, X: np.ndarray) -> None:
-        outside = ((self._low > X) | (self._high < X)).sum(axis=0)
-        for j in np.flatnonzero(outside):
-            self._out_of_range[j].inc(int(outside[j]))
+    route: str
+    key_name: str | None
+    request_id: str | None
+    started: float  # time.perf_counter() when the edge received it
 
 
 class ScoringPipeline:
     """What the service holds: a :class:`Scorer`, or the reason there is none (never raises),
-    and the way model calls are made: directly, or merged across requests (adaptive batching)."""
+    the way model calls are made (directly, or merged across requests: adaptive batching), and
+    where verdicts go besides the answer (the decision log; a shadow model)."""
 
     def __init__(self, scorer: Scorer | None, unavailable_reason: str | None,
-                 batcher: ModelBatcher | None = None) -> None:
+                 batcher: ModelBatcher | None = None, decision_log: Any = None,
+                 shadow: Shadow | None = None) -> None:
         self._scorer = scorer
         self.unavailable_reason = unavailable_reason
         self._batcher = batcher
+        self._log = decision_log
+        self.shadow = shadow
         self._lanes: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
     @classmethod
-    def load(cls, settings: Settings) -> ScoringPipeline:
-        model_file = SKOPS_FILE if settings.engine == "sklearn" else ONNX_FILE
+    def load(cls, settings: Settings, decision_log: Any = None) -> ScoringPipeline:
         try:
-            scorer = Scorer(load(settings.model_tag, model_file), settings)
-        except ArtifactError as exc:
+            scorer = _load_scorer(settings.model_tag, settings)
+        except _Unavailable as exc:
             log.error("model unavailable, serving 503 until restarted: %s", exc)
             return cls(None, str(exc))
-        except ConfigError:
-            raise  # a bad setting is the operator's to fix: refuse to start
-        except Exception as exc:  # a corrupt graph makes ONNX Runtime raise its own types
-            reason = f"model {settings.model_tag!r} failed to load: {type(exc).__name__}: {exc}"
-            log.error("model unavailable, serving 503 until restarted: %s", reason)
-            return cls(None, reason[:500])
         batcher = ModelBatcher(scorer.predict, settings.batch_max_items) \
             if settings.adaptive_batching else None
-        log.info("loaded %s with %s (block >= %d, review >= %d, adaptive batching %s)", scorer.version,
-                 scorer.forest.engine, scorer.thresholds.block, scorer.thresholds.review,
-                 "on" if batcher else "off")
-        return cls(scorer, None, batcher)
+        log.info("loaded %s with %s (block >= %d, review >= %d, adaptive batching %s, reasons %s)",
+                 scorer.version, scorer.forest.engine, scorer.thresholds.block, scorer.thresholds.review,
+                 "on" if batcher else "off", "on" if scorer.explainer else "UNAVAILABLE (retrain)")
+        pipeline = cls(scorer, None, batcher, decision_log)
+        if settings.shadow_model_tag:
+            try:
+                shadow = _load_scorer(settings.shadow_model_tag, settings, counted=False)
+            except _Unavailable as exc:  # the primary serves on; the challenger is not scored
+                log.error("shadow model unavailable, not scored: %s", exc)
+            else:
+                pipeline.shadow = Shadow(shadow, pipeline._record)
+                log.info("shadow model %s scores the same transactions (never decides)", shadow.version)
+        return pipeline
 
     def bulk_lane(self) -> asyncio.Lock:
         """The lane of large requests: one piece of bulk work (a parse, a chunk) at a time, so the
@@ -195,9 +135,10 @@ class ScoringPipeline:
             raise ModelUnavailable(self.unavailable_reason or "model not loaded")
         return self._scorer
 
-    async def score_transactions(self, transactions: Sequence[TransactionIn],
-                                 merge: bool = True) -> list[dict[str, Any]]:
-        """Verdicts on validated transactions, in order, shaped as :class:`FraudScoreOut`.
+    async def score_transactions(self, transactions: Sequence[TransactionIn], merge: bool = True,
+                                 explain: bool = False, origin: Origin | None = None) -> list[dict[str, Any]]:
+        """Verdicts on validated transactions, in order, shaped as :class:`FraudScoreOut`; with an
+        ``origin``, each is recorded in the decision log (and scored by the shadow model).
 
         A large request is scored in chunks of CHUNK_ROWS in the bulk lane, giving the event loop
         back between chunks, so the single transactions queued behind it wait for a chunk, not
@@ -210,12 +151,46 @@ class ScoringPipeline:
         ids = [tx.transaction_id for tx in transactions]
         if n < MERGE_BELOW_ROWS:
             proba = scorer.predict(X) if self._batcher is None or not merge else await self._batcher(X)
-            return scorer.verdicts(X, proba, ids)
-        out: list[dict[str, Any]] = []
-        lane = self.bulk_lane()
-        for start in range(0, n, CHUNK_ROWS):
-            await yield_to_io()
-            async with lane:
-                chunk = X[start:start + CHUNK_ROWS]
-                out += scorer.verdicts(chunk, scorer.predict(chunk), ids[start:start + CHUNK_ROWS])
+            out = scorer.verdicts(X, proba, ids, explain)
+        else:
+            out = []
+            lane = self.bulk_lane()
+            for start in range(0, n, CHUNK_ROWS):
+                await yield_to_io()
+                async with lane:
+                    chunk, chunk_ids = X[start:start + CHUNK_ROWS], ids[start:start + CHUNK_ROWS]
+                    out += scorer.verdicts(chunk, scorer.predict(chunk), chunk_ids, explain)
+        if origin is not None:
+            self._record_all(X, out, origin)
         return out
+
+    def _record_all(self, X: np.ndarray, verdicts: list[dict[str, Any]], origin: Origin) -> None:
+        if self._log is not None:
+            for i, verdict in enumerate(verdicts):
+                self._record(verdict, X[i], origin, "primary")
+        if self.shadow is not None:
+            self.shadow.submit(X, [v["transaction_id"] for v in verdicts], origin)
+
+    def _record(self, verdict: dict[str, Any], row: np.ndarray, origin: Origin, role: str) -> None:
+        if self._log is None:
+            return
+        self._log.record(make_record(
+            verdict, row, route=origin.route, key_name=origin.key_name, role=role,
+            latency_ms=(time.perf_counter() - origin.started) * 1000.0, request_id=origin.request_id,
+            review_threshold=(self._scorer if role == "primary" else self.shadow.scorer).thresholds.review))
+
+
+class _Unavailable(Exception):
+    pass
+
+
+def _load_scorer(tag: str, settings: Settings, counted: bool = True) -> Scorer:
+    model_file = SKOPS_FILE if settings.engine == "sklearn" else ONNX_FILE
+    try:
+        return Scorer(load(tag, model_file, extra_files=(EXPLAIN_FILE,)), settings, counted)
+    except ArtifactError as exc:
+        raise _Unavailable(str(exc)) from None
+    except ConfigError:
+        raise  # a bad setting is the operator's to fix: refuse to start
+    except Exception as exc:  # a corrupt graph makes ONNX Runtime raise its own types
+        raise _Unavailable(f"model {tag!r} failed to load: {type(exc).__name__}: {exc}"[:500]) from None

@@ -9,11 +9,18 @@ from starlette.testclient import TestClient
 
 from tests.conftest import KEY
 
+ANALYST_KEY = "analyst-key-0123456789abcdef"  # scopes read and label (the key file below)
+READER_KEY = "reader-key-0123456789abcdef"  # scope read
+
 
 @pytest.fixture(scope="session")
-def app_client(trained):
+def app_client(trained, tmp_path_factory):
     # Built once per process: BentoML registers its metrics when the app is built.
     os.environ["FRAUD_MODEL_TAG"] = trained.tag  # pin: other tests register newer models
+    keys = tmp_path_factory.mktemp("keys") / "keys.toml"
+    keys.write_text(f'[keys.analyst]\nkey = "{ANALYST_KEY}"\nscopes = ["read", "label"]\n\n'
+                    f'[keys.reader]\nkey = "{READER_KEY}"\nscopes = ["read"]\n')
+    os.environ["FRAUD_API_KEYS_FILE"] = str(keys)
     from fraudscore.settings import get_settings
 
     get_settings.cache_clear()

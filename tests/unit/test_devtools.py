@@ -12,8 +12,8 @@ from fraudscore.settings import get_settings
 def env_file(tmp_path, monkeypatch):
     path = tmp_path / "dev.env"
     monkeypatch.setenv("FRAUD_ENV_FILE", str(path))
-    for var in ("FRAUD_API_KEYS", "API_KEY"):
-        monkeypatch.delenv(var)
+    for var in ("FRAUD_API_KEYS", "API_KEY", "FRAUD_API_KEYS_FILE"):
+        monkeypatch.delenv(var, raising=False)
     get_settings.cache_clear()
     yield path
     get_settings.cache_clear()

@@ -1,0 +1,71 @@
+"""A worker's store: one engine, the decision log's writer, and the read side for the HTTP API.
+
+The queries are synchronous; the async wrappers here run them in a thread, so the event loop never
+waits on the database, and turn a store that is down (or not yet migrated) into
+:class:`StoreUnavailable`, which the edge answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..settings import Settings
+from .engine import create_store_engine, describe_error, redact
+from .labels import add_labels
+from .migrate import migrate
+from .queries import get_decision, list_decisions
+from .writer import DecisionLog
+
+log = logging.getLogger("bentoml.fraudscore.store")
+
+
+class StoreUnavailable(RuntimeError):
+    """The decision store cannot answer now; the message says why (no secret in it)."""
+
+
+class Store:
+    def __init__(self, settings: Settings) -> None:
+        url = settings.resolved_store_url()
+        self.where = redact(url)
+        self.engine = create_store_engine(url)
+        self.decision_log: DecisionLog | None = None
+        if settings.decision_log:  # its writer migrates the schema first (retrying while down)
+            self.decision_log = DecisionLog(self.engine, buffer=settings.decision_buffer,
+                                            retention_days=settings.decision_retention_days)
+        else:  # nothing is written, but the read API needs the schema
+            threading.Thread(target=self._migrate, name="store-migrate", daemon=True).start()
+        log.info("decision store: %s (decision log %s)", self.where, "on" if self.decision_log else "off")
+
+    def _migrate(self) -> None:
+        try:
+            migrate(engine=self.engine)
+        except Exception as exc:  # the read API answers 503 until the store is reachable
+            log.warning("decision store not migrated (%s): %s", self.where, describe_error(exc))
+
+    async def _call(self, fn, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, self.engine, *args, **kwargs)
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"decision store unavailable: {describe_error(exc)}") from None
+
+    async def decision(self, transaction_id: str) -> dict[str, Any] | None:
+        return await self._call(get_decision, transaction_id)
+
+    async def decisions(self, **filters: Any) -> tuple[list[dict[str, Any]], str | None]:
+        return await self._call(list_decisions, **filters)
+
+    async def label(self, items: list[dict[str, Any]], now: datetime | None = None) -> list[dict[str, str]]:
+        return await self._call(add_labels, items, now)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush the decision log (SIGTERM and shutdown), then release the connections."""
+        if self.decision_log is not None:
+            report = self.decision_log.close(timeout)
+            log.info("decision log closed: %d written, %d dropped", report.written, report.dropped)
+        self.engine.dispose()
