@@ -3,7 +3,10 @@
 An entry ``fraud_detector:<version>`` holds
 - ``model.onnx``: the forest as an ONNX graph (what serving runs; loading it executes no code),
 - ``model.skops``: the scikit-learn forest in skops format (no pickle), for audits and retraining,
-- ``serving.json``: feature order, thresholds, per-feature training statistics, importances,
+- ``serving.json``: feature order, thresholds, per-feature training statistics, importances, the
+  drift reference (training deciles per feature, validation score bins: ``drift_reference``) and
+  the validation alert rate of every score (``threshold_reference``, for target-rate thresholds);
+  entries trained before those two lack them and still load (no drift gauges; static thresholds),
 - ``explain.npz``: the forest's paths and the training quantiles for reason codes (numpy arrays
   only, read with ``allow_pickle=False``; see fraudscore.scoring.explain). Entries trained before
   it existed lack it and still load,

@@ -79,6 +79,16 @@ class ReasonOut(BaseModel):
                                                   'training transactions"')]
 
 
+class WarningOut(BaseModel):
+    """A feature outside the range seen in training: the model extrapolates there, so the score
+    rests on nothing it has seen (a broken feed, a new kind of transaction)."""
+
+    feature: str
+    value: Annotated[float, Field(description="the value sent")]
+    low: Annotated[float, Field(description="the lowest value of the feature in training")]
+    high: Annotated[float, Field(description="the highest value of the feature in training")]
+
+
 class FraudScoreOut(BaseModel):
     """The verdict on one transaction."""
 
@@ -94,6 +104,9 @@ class FraudScoreOut(BaseModel):
         exclude_if=lambda v: v is None,
         description="review and block verdicts (every verdict with ?explain=true): the top features, "
                     "base value + all contributions = fraud_probability")] = None
+    warnings: Annotated[list[WarningOut] | None, Field(
+        exclude_if=lambda v: v is None,
+        description="features outside the range seen in training; absent when there is none")] = None
 
 
 class LegacyFraudScoreOut(BaseModel):
@@ -113,8 +126,16 @@ class ModelInfoOut(BaseModel):
     data_source: str
     data_sha256: str
     metrics: dict[str, float | int]
-    thresholds: dict[str, int]
-    thresholds_source: dict[str, str]
+    thresholds: Annotated[dict[str, int], Field(description="block and review in force for the "
+                                                            "calling key, at this moment")]
+    thresholds_source: Annotated[dict[str, str], Field(description="model, FRAUD_DECISION_THRESHOLD / "
+                                                                   "FRAUD_REVIEW_THRESHOLD, target-rate, "
+                                                                   "or the key file's entry of the key")]
+    threshold_mode: Literal["static", "target-rate"]
+    target_block_rate: float | None
+    block_threshold_bounds: Annotated[dict[str, int] | None, Field(
+        description="target-rate mode: the lowest and highest block threshold it may choose")]
+    drift: Annotated[str, Field(description="how drift is measured, or why it is not")]
     top_feature_importances: dict[str, float]
     versions: dict[str, str]
     batch_max_items: int

@@ -75,6 +75,15 @@ class Settings(BaseSettings):
     # (50 is the static threshold of the service this replaces).
     decision_threshold: Literal["model"] | Annotated[int, Field(ge=1, le=100)] = "model"
     review_threshold: Literal["model"] | Annotated[int, Field(ge=1, le=100)] = "model"
+    # "static": the thresholds above, fixed. "target-rate": the block threshold follows the score
+    # that holds the block rate at FRAUD_TARGET_BLOCK_RATE over each worker's last
+    # FRAUD_THRESHOLD_WINDOW scores, within bounds from the model's validation scores
+    # (fraudscore/scoring/adaptive.py). Keys with their own thresholds (key file) keep them.
+    threshold_mode: Literal["static", "target-rate"] = "static"
+    target_block_rate: Annotated[float, Field(gt=0.0, lt=0.5)] | None = None
+    threshold_window: Annotated[int, Field(ge=1_000, le=10_000_000)] = 50_000
+    # Rows per worker over which drift (PSI per feature and of the score) is measured; 0 = off.
+    drift_window: Annotated[int, Field(ge=0, le=10_000_000)] = 10_000
     # "onnx" (ONNX Runtime, the default and the only engine in the bento) or "sklearn".
     engine: Literal["onnx", "sklearn"] = "onnx"
     # Merge the model calls of concurrent small requests (fraudscore/scoring/batching.py).
@@ -142,6 +151,10 @@ class Settings(BaseSettings):
         if (isinstance(self.decision_threshold, int) and isinstance(self.review_threshold, int)
                 and self.review_threshold > self.decision_threshold):
             raise ValueError("FRAUD_REVIEW_THRESHOLD must not exceed FRAUD_DECISION_THRESHOLD")
+        if self.threshold_mode == "target-rate" and self.target_block_rate is None:
+            raise ValueError("FRAUD_THRESHOLD_MODE=target-rate needs FRAUD_TARGET_BLOCK_RATE (e.g. 0.002)")
+        if 0 < self.drift_window < 100:
+            raise ValueError("FRAUD_DRIFT_WINDOW must be 0 (off) or at least 100 rows")
         self.rate_limit = check_rate(self.rate_limit, "FRAUD_RATE_LIMIT")
         self.auth_failure_limit = check_rate(self.auth_failure_limit, "FRAUD_AUTH_FAILURE_LIMIT")
         if not self.rate_limit_storage.startswith(("memory://", "redis://", "rediss://")):

@@ -20,6 +20,7 @@ from pydantic_core import to_json
 
 from ..schemas import LegacyFraudScoreOut, LegacyTransactionIn, TransactionIn
 from ..scoring.pipeline import ModelUnavailable, Origin, ScoringPipeline, yield_to_io
+from ..scoring.thresholds import Thresholds
 from ..settings import Settings
 from . import docs
 from .decisions import RecordHandlers
@@ -69,6 +70,11 @@ def _explain(req: Request) -> bool:
     return values[0].lower() in ("true", "1")
 
 
+def _profile(req: Request) -> Thresholds | None:
+    """The calling key's own thresholds (key file), if it has them."""
+    return req.key.thresholds if req.key is not None else None
+
+
 def _origin(req: Request) -> Origin:
     return Origin(req.route.path, req.key.name if req.key else None, req.request_id.decode(), req.started)
 
@@ -94,7 +100,7 @@ class Handlers(RecordHandlers):
         tx = _validate(TransactionIn, req.body)
         check_duplicate_keys(req.body, len(tx.model_fields_set))
         (verdict,) = await pipeline.score_transactions([tx], merge=_calm(req), explain=explain,
-                                                      origin=_origin(req))
+                                                      origin=_origin(req), thresholds=_profile(req))
         return 200, verdict, []
 
     async def score_batch(self, req: Request) -> Answer:
@@ -103,7 +109,8 @@ class Handlers(RecordHandlers):
         if len(req.body) < BULK_BODY_BYTES:
             batch = _validate(self._batch_model, req.body)
             check_duplicate_keys(req.body, 1 + sum(len(tx.model_fields_set) for tx in batch.transactions))
-            verdicts = await pipeline.score_transactions(batch.transactions, explain=explain, origin=origin)
+            verdicts = await pipeline.score_transactions(batch.transactions, explain=explain, origin=origin,
+                                                         thresholds=_profile(req))
             return 200, verdicts, []
         # A large body's parse (~4 ms for 1,000 transactions) and answer take the bulk lane too.
         lane = pipeline.bulk_lane()
@@ -111,7 +118,8 @@ class Handlers(RecordHandlers):
         async with lane:
             batch = _validate(self._batch_model, req.body)
             check_duplicate_keys(req.body, 1 + sum(len(tx.model_fields_set) for tx in batch.transactions))
-        verdicts = await pipeline.score_transactions(batch.transactions, explain=explain, origin=origin)
+        verdicts = await pipeline.score_transactions(batch.transactions, explain=explain, origin=origin,
+                                                     thresholds=_profile(req))
         await yield_to_io()
         async with lane:
             return 200, to_json(verdicts), [(b"content-type", b"application/json")]
@@ -123,7 +131,7 @@ class Handlers(RecordHandlers):
         # unknown fields are ignored here, as FastAPI did: they are not in model_fields_set
         check_duplicate_keys(req.body, len(tx.model_fields_set))
         (verdict,) = await pipeline.score_transactions([tx], merge=_calm(req), explain=explain,
-                                                      origin=_origin(req))
+                                                      origin=_origin(req), thresholds=_profile(req))
         legacy = LegacyFraudScoreOut(fraud_score=verdict["fraud_score"], is_fraud=verdict["is_fraud"],
                                      model_version=verdict["model_version"])
         answer = legacy.model_dump(by_alias=True)
@@ -134,7 +142,7 @@ class Handlers(RecordHandlers):
 
     async def model_info(self, req: Request) -> Answer:
         try:
-            info = self._pipeline().scorer.model_info()
+            info = self._pipeline().scorer.model_info(req.key.name if req.key else None, _profile(req))
         except ModelUnavailable as exc:
             raise HttpError(503, "model_unavailable", "model unavailable", str(exc)) from None
         return 200, info.model_dump(mode="json"), []

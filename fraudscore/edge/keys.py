@@ -10,6 +10,11 @@ Keys come from three places, all valid at once (rotation: add the new key, deplo
                                          # or: key = "the key itself"
     scopes = ["score"]                   # any of score, read, label; default ["score"]
     rate_limit = "500/second"            # default FRAUD_RATE_LIMIT; "off" for none
+    block_threshold = 80                 # optional, both or neither: this key's own thresholds
+    review_threshold = 60                # (scores 1-100, review <= block; equal: no review band)
+
+A key with its own thresholds (a merchant's risk appetite) gets its verdicts decided by them, in
+every mode (target-rate moves only the service's thresholds); /model_info shows them to it.
 
 A key is never logged or stored: only its name. Presented keys are looked up by their SHA-256
 digest, so the time a lookup takes depends on the digest, which a caller cannot choose.
@@ -27,11 +32,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..scoring.thresholds import Thresholds
 from ..settings import MIN_KEY_LENGTH, ConfigError, NoApiKey, Settings, check_rate
 
 SCOPES = ("score", "read", "label")
 RELOAD_CHECK_S = 1.0
-_FIELDS = {"key", "sha256", "scopes", "rate_limit"}
+_FIELDS = {"key", "sha256", "scopes", "rate_limit", "block_threshold", "review_threshold"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 log = logging.getLogger("bentoml.fraudscore")
@@ -43,6 +49,8 @@ class ApiKey:
     scopes: frozenset[str]
     # None: FRAUD_RATE_LIMIT applies; "off": no limit; else a rate such as "500/second"
     rate_limit: str | None = None
+    # the key's own block and review thresholds (key file); None: the service's
+    thresholds: Thresholds | None = None
 
 
 class KeyRing:
@@ -133,7 +141,22 @@ def _toml_entry(path: Path, name: str, spec: object) -> tuple[bytes, ApiKey]:
             limit = check_rate(str(limit), "rate_limit") or "off"
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-    return digest, ApiKey(name, frozenset(scopes), limit)
+    return digest, ApiKey(name, frozenset(scopes), limit, _thresholds(where, spec))
+
+
+def _thresholds(where: str, spec: dict) -> Thresholds | None:
+    given = [f for f in ("block_threshold", "review_threshold") if f in spec]
+    if not given:
+        return None
+    if len(given) == 1:
+        raise ConfigError(f"{where}: give both block_threshold and review_threshold, or neither")
+    block, review = spec["block_threshold"], spec["review_threshold"]
+    for field, value in (("block_threshold", block), ("review_threshold", review)):
+        if type(value) is not int or not 1 <= value <= 100:
+            raise ConfigError(f"{where}: {field} must be an integer score 1-100, got {value!r}")
+    if review > block:
+        raise ConfigError(f"{where}: review_threshold ({review}) must not exceed block_threshold ({block})")
+    return Thresholds(block=block, review=review)
 
 
 def load_keys(settings: Settings) -> KeyRing:

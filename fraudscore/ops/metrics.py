@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,45 @@ OUT_OF_RANGE = Counter(
     name="fraud_feature_out_of_range",
     documentation="Feature values outside the 0.1%-99.9% range seen in training (OOD signal)",
     labelnames=["feature", "model_version"],
+)
+# Drift and thresholds (fraudscore/ops/drift.py, fraudscore/scoring/watch.py). Each worker computes
+# its own from the rows it scored; "livemax" shows the highest of the live workers (watch.py says why).
+DRIFT_PSI = Gauge(
+    name="fraud_drift_psi",
+    documentation="PSI of a feature over the worker's recent rows vs training (<0.1 stable, "
+                  "0.1-0.25 moderate, >0.25 major shift); absent for entries without a drift reference",
+    labelnames=["feature"],
+    multiprocess_mode="livemax",
+)
+
+
+@lru_cache(maxsize=1)
+def score_psi() -> Gauge:
+    """``fraud_score_psi``, made on first use: a gauge without labels is exported (as 0) from the
+    moment it exists, and 0 would claim "no drift" for a model that has no drift reference."""
+    return Gauge(name="fraud_score_psi",
+                 documentation="PSI of the 0-100 score over the worker's recent rows vs validation scores",
+                 multiprocess_mode="livemax")
+
+
+BLOCK_THRESHOLD = Gauge(
+    name="fraud_block_threshold",
+    documentation="Block threshold in force for keys without their own (target-rate mode moves it)",
+    labelnames=["model_version"],
+    multiprocess_mode="livemax",
+)
+REVIEW_THRESHOLD = Gauge(
+    name="fraud_review_threshold",
+    documentation="Lower edge of the review band in force for keys without their own",
+    labelnames=["model_version"],
+    multiprocess_mode="livemax",
+)
+MODEL_READY = Gauge(
+    name="fraud_model_ready",
+    documentation="1 while the model is loaded and serving; 0 (labelled with the requested tag) "
+                  "when the worker could not load it",
+    labelnames=["model_version"],
+    multiprocess_mode="livemax",
 )
 REJECTED = Counter(
     name="fraud_requests_rejected",

@@ -20,13 +20,15 @@ import numpy as np
 
 from ..artifact import EXPLAIN_FILE, ONNX_FILE, SKOPS_FILE, ArtifactError, load
 from ..features import FEATURES
+from ..ops import metrics
 from ..schemas import TransactionIn
 from ..settings import ConfigError, Settings
 from ..store.records import make_record
 from .batching import MERGE_BELOW_ROWS, ModelBatcher
-from .in_force import thresholds_in_force
+from .in_force import target_rate_in_force, thresholds_in_force
 from .scorer import Scorer
 from .shadow import Shadow
+from .thresholds import Thresholds
 
 # A pause between two pieces of bulk work: a timer (not a plain yield) makes the loop poll its
 # sockets first, so single transactions that arrived meanwhile are read and served before the
@@ -60,7 +62,8 @@ def check_configuration(settings: Settings) -> None:
         art = load(settings.model_tag)
     except ArtifactError:
         return
-    thresholds_in_force(art.serving, settings)
+    static, _ = thresholds_in_force(art.serving, settings)
+    target_rate_in_force(art.serving, settings, static, art.tag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +97,15 @@ class ScoringPipeline:
             scorer = _load_scorer(settings.model_tag, settings)
         except _Unavailable as exc:
             log.error("model unavailable, serving 503 until restarted: %s", exc)
+            metrics.MODEL_READY.labels(model_version=settings.model_tag).set(0)
             return cls(None, str(exc))
         batcher = ModelBatcher(scorer.predict, settings.batch_max_items) \
             if settings.adaptive_batching else None
-        log.info("loaded %s with %s (block >= %d, review >= %d, adaptive batching %s, reasons %s)",
-                 scorer.version, scorer.forest.engine, scorer.thresholds.block, scorer.thresholds.review,
-                 "on" if batcher else "off", "on" if scorer.explainer else "UNAVAILABLE (retrain)")
+        log.info("loaded %s with %s (block >= %d, review >= %d, %s thresholds, adaptive batching %s, "
+                 "reasons %s)", scorer.version, scorer.forest.engine, scorer.thresholds.block,
+                 scorer.thresholds.review, settings.threshold_mode, "on" if batcher else "off",
+                 "on" if scorer.explainer else "UNAVAILABLE (retrain)")
+        metrics.MODEL_READY.labels(model_version=scorer.version).set(1)
         pipeline = cls(scorer, None, batcher, decision_log)
         if settings.shadow_model_tag:
             try:
@@ -126,6 +132,8 @@ class ScoringPipeline:
         return self._scorer is not None
 
     def close(self) -> None:
+        if self._scorer is not None:
+            metrics.MODEL_READY.labels(model_version=self._scorer.version).set(0)
         if self._batcher is not None:
             self._batcher.close()
 
@@ -136,9 +144,11 @@ class ScoringPipeline:
         return self._scorer
 
     async def score_transactions(self, transactions: Sequence[TransactionIn], merge: bool = True,
-                                 explain: bool = False, origin: Origin | None = None) -> list[dict[str, Any]]:
+                                 explain: bool = False, origin: Origin | None = None,
+                                 thresholds: Thresholds | None = None) -> list[dict[str, Any]]:
         """Verdicts on validated transactions, in order, shaped as :class:`FraudScoreOut`; with an
         ``origin``, each is recorded in the decision log (and scored by the shadow model).
+        ``thresholds``: the calling key's own (default: the service's in force).
 
         A large request is scored in chunks of CHUNK_ROWS in the bulk lane, giving the event loop
         back between chunks, so the single transactions queued behind it wait for a chunk, not
@@ -151,7 +161,7 @@ class ScoringPipeline:
         ids = [tx.transaction_id for tx in transactions]
         if n < MERGE_BELOW_ROWS:
             proba = scorer.predict(X) if self._batcher is None or not merge else await self._batcher(X)
-            out = scorer.verdicts(X, proba, ids, explain)
+            out = scorer.verdicts(X, proba, ids, explain, thresholds)
         else:
             out = []
             lane = self.bulk_lane()
@@ -159,25 +169,29 @@ class ScoringPipeline:
                 await yield_to_io()
                 async with lane:
                     chunk, chunk_ids = X[start:start + CHUNK_ROWS], ids[start:start + CHUNK_ROWS]
-                    out += scorer.verdicts(chunk, scorer.predict(chunk), chunk_ids, explain)
+                    out += scorer.verdicts(chunk, scorer.predict(chunk), chunk_ids, explain, thresholds)
         if origin is not None:
-            self._record_all(X, out, origin)
+            self._record_all(X, out, origin, (thresholds or scorer.thresholds).review)
         return out
 
-    def _record_all(self, X: np.ndarray, verdicts: list[dict[str, Any]], origin: Origin) -> None:
+    def _record_all(self, X: np.ndarray, verdicts: list[dict[str, Any]], origin: Origin,
+                    review: int) -> None:
         if self._log is not None:
             for i, verdict in enumerate(verdicts):
-                self._record(verdict, X[i], origin, "primary")
+                self._record(verdict, X[i], origin, "primary", review)
         if self.shadow is not None:
             self.shadow.submit(X, [v["transaction_id"] for v in verdicts], origin)
 
-    def _record(self, verdict: dict[str, Any], row: np.ndarray, origin: Origin, role: str) -> None:
+    def _record(self, verdict: dict[str, Any], row: np.ndarray, origin: Origin, role: str,
+                review: int | None = None) -> None:
         if self._log is None:
             return
+        if review is None:
+            review = (self._scorer if role == "primary" else self.shadow.scorer).thresholds.review
         self._log.record(make_record(
             verdict, row, route=origin.route, key_name=origin.key_name, role=role,
             latency_ms=(time.perf_counter() - origin.started) * 1000.0, request_id=origin.request_id,
-            review_threshold=(self._scorer if role == "primary" else self.shadow.scorer).thresholds.review))
+            review_threshold=review))
 
 
 class _Unavailable(Exception):

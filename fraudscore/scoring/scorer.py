@@ -3,7 +3,11 @@
 ``verdicts`` turns probabilities into the answer's dicts (shaped as :class:`FraudScoreOut`):
 score, decision, the transaction id (the client's, or a new one), and for every review and block
 verdict (every verdict when asked) the reasons: the features that moved the probability most,
-exact TreeSHAP (explain.py). Knows no HTTP.
+exact TreeSHAP (explain.py); and ``warnings``, the features outside the range seen in training
+(where a forest extrapolates flat: its score there rests on nothing it has seen), omitted when
+there is none. Counted verdicts feed the drift windows and target-rate thresholds (watch.py).
+The thresholds are the service's (static or target-rate) unless the caller passes its key's own.
+Knows no HTTP.
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ import numpy as np
 from ..artifact import ArtifactError, LoadedArtifact
 from ..features import FEATURES
 from ..ops import metrics
+from ..ops.drift import DriftWindow
 from ..ops.metrics import observe_many
 from ..schemas import ModelInfoOut
 from ..settings import Settings
 from .explain import Explainer, from_artifact
-from .in_force import thresholds_in_force
+from .in_force import target_rate_in_force, thresholds_in_force
 from .model import Forest, OnnxForest, SklearnForest
-from .thresholds import to_scores
+from .thresholds import Thresholds, to_scores
+from .watch import Watch
 
 log = logging.getLogger("bentoml.fraudscore")
 
@@ -42,6 +48,10 @@ class Scorer:
         self.version = art.tag
         self.counted = counted
         self.thresholds, self.threshold_source = thresholds_in_force(art.serving, settings)
+        target = target_rate_in_force(art.serving, settings, self.thresholds, art.tag) if counted else None
+        if target is not None:
+            self.thresholds = target.thresholds
+            self.threshold_source = {"block": "target-rate", "review": "target-rate"}
         self.explainer: Explainer | None = from_artifact(art)
         self.top_k = settings.reasons_top_k
         stats = art.serving["feature_stats"]
@@ -54,6 +64,16 @@ class Scorer:
                               for f in FEATURES]
         self._low = np.array([stats[f]["quantiles"]["0.001"] for f in FEATURES])
         self._high = np.array([stats[f]["quantiles"]["0.999"] for f in FEATURES])
+        # warnings: outside the training min-max (inside the 0.1-99.9% range above: checked second)
+        self._min = np.array([stats[f]["min"] for f in FEATURES])
+        self._max = np.array([stats[f]["max"] for f in FEATURES])
+        self._block_gauge = metrics.BLOCK_THRESHOLD.labels(model_version=self.version)
+        self._review_gauge = metrics.REVIEW_THRESHOLD.labels(model_version=self.version)
+        drift = self._drift_window(art, settings) if counted else None
+        self._watch = Watch(self.version, FEATURES, drift, target, self._set_thresholds) \
+            if drift is not None or target is not None else None
+        if counted:
+            self._set_thresholds(self.thresholds)
         self._info = ModelInfoOut(
             tag=art.tag,
             engine=self.forest.engine,
@@ -68,10 +88,42 @@ class Scorer:
             batch_max_items=settings.batch_max_items,
             adaptive_batching=settings.adaptive_batching,
             reasons="exact TreeSHAP" if self.explainer is not None else "unavailable (retrain the model)",
+            threshold_mode=settings.threshold_mode,
+            target_block_rate=settings.target_block_rate if target is not None else None,
+            block_threshold_bounds={"low": target.low, "high": target.high} if target is not None else None,
+            drift=f"PSI over each worker's last {settings.drift_window} rows" if drift is not None else
+            "off (FRAUD_DRIFT_WINDOW=0)" if settings.drift_window == 0 else
+            "unavailable (the model entry has no drift reference: retrain the model)",
         )
 
-    def model_info(self) -> ModelInfoOut:
-        return self._info
+    def _drift_window(self, art: LoadedArtifact, settings: Settings) -> DriftWindow | None:
+        if settings.drift_window == 0:
+            return None
+        ref = art.serving.get("drift_reference")
+        if ref is None:
+            log.warning("model %s has no drift reference (trained before it existed): no drift "
+                        "gauges; retrain it to get them", self.version)
+            return None
+        try:
+            return DriftWindow(ref, FEATURES, settings.drift_window)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("model %s: unusable drift reference, no drift gauges: %r", self.version, exc)
+            return None
+
+    def _set_thresholds(self, thresholds: Thresholds) -> None:
+        self.thresholds = thresholds
+        self._block_gauge.set(thresholds.block)
+        self._review_gauge.set(thresholds.review)
+
+    def model_info(self, key_name: str | None = None, profile: Thresholds | None = None) -> ModelInfoOut:
+        """What /model_info answers; the thresholds are those in force for the calling key
+        (``profile``: its own, from the key file), else the service's at this moment."""
+        if profile is not None:
+            source = f"key file [keys.{key_name}]"
+            return self._info.model_copy(update={"thresholds": profile.as_dict(),
+                                                 "thresholds_source": {"block": source, "review": source}})
+        return self._info.model_copy(update={"thresholds": self.thresholds.as_dict(),
+                                             "thresholds_source": dict(self.threshold_source)})
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Fraud probabilities of the rows of ``X`` (n, 30): one model call, timed."""
@@ -82,18 +134,22 @@ class Scorer:
         return proba
 
     def verdicts(self, X: np.ndarray, proba: np.ndarray, ids: Sequence[str | None],
-                 explain: bool = False) -> list[dict[str, Any]]:
+                 explain: bool = False, thresholds: Thresholds | None = None) -> list[dict[str, Any]]:
         """One verdict per row, in order, shaped as :class:`FraudScoreOut` (a test holds them
-        equal): with reasons for review and block (every row when ``explain``); decisions, scores
-        and out-of-range features are counted."""
+        equal): with reasons for review and block (every row when ``explain``), warnings for
+        features outside the training range; decisions, scores and out-of-range features are
+        counted. ``thresholds``: a key's own (default: the service's in force)."""
         scores = to_scores(proba)
+        warnings = self._outside_training(X)
         if self.counted:
-            self._record_out_of_range(X)
             if len(scores) == 1:  # the common case: skip the array work below
                 self._score_hist.observe(int(scores[0]))
             else:
                 observe_many(self._score_hist, scores)
-        block, decide = self.thresholds.block, self.thresholds.decide
+            if self._watch is not None:
+                self._watch.add(X, scores)
+        th = thresholds or self.thresholds
+        block, decide = th.block, th.decide
         out = []
         counts = dict.fromkeys(self._decisions, 0)
         flagged = []
@@ -105,6 +161,9 @@ class Scorer:
             out.append({"fraud_score": s, "fraud_probability": round(p, 6), "is_fraud": s >= block,
                         "decision": decision, "threshold": block, "model_version": self.version,
                         "transaction_id": tx_id or str(uuid.uuid4())})
+        if warnings:
+            for i, found in warnings.items():
+                out[i]["warnings"] = found
         if flagged and self.explainer is not None:
             for i, reasons in zip(flagged, self.explainer.reasons(X[flagged], self.top_k), strict=True):
                 out[i]["reasons"] = reasons
@@ -114,7 +173,22 @@ class Scorer:
                     self._decisions[decision].inc(n)
         return out
 
-    def _record_out_of_range(self, X: np.ndarray) -> None:
-        outside = ((self._low > X) | (self._high < X)).sum(axis=0)
-        for j in np.flatnonzero(outside):
-            self._out_of_range[j].inc(int(outside[j]))
+    def _outside_training(self, X: np.ndarray) -> dict[int, list[dict[str, Any]]] | None:
+        """Counts values outside the 0.1-99.9% training range (counted scorers); returns the
+        warnings (values outside the training min-max) by row, or None. One comparison of the
+        block and one ``any`` when nothing is outside: no per-row Python."""
+        outside = (self._low > X) | (self._high < X)
+        if not outside.any():
+            return None
+        if self.counted:
+            per_feature = outside.sum(axis=0)
+            for j in np.flatnonzero(per_feature):
+                self._out_of_range[j].inc(int(per_feature[j]))
+        rows, cols = np.nonzero((self._min > X) | (self._max < X))
+        if rows.size == 0:
+            return None
+        found: dict[int, list[dict[str, Any]]] = {}
+        for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
+            found.setdefault(i, []).append({"feature": FEATURES[j], "value": float(X[i, j]),
+                                            "low": float(self._min[j]), "high": float(self._max[j])})
+        return found

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import artifact
 from ..features import FEATURES
+from ..ops import drift
 from ..scoring.explain import Explainer
 from ..scoring.model import OnnxForest
 from ..scoring.thresholds import Thresholds, choose, to_scores
@@ -116,6 +117,12 @@ def feature_stats(X: np.ndarray) -> dict[str, dict[str, Any]]:
     return out
 
 
+def alert_rates(scores: np.ndarray) -> list[float]:
+    """The share of ``scores`` (0-100) at or above each score t = 0..100."""
+    counts = np.bincount(np.asarray(scores, dtype=np.int64), minlength=101)
+    return (np.cumsum(counts[::-1])[::-1] / max(len(scores), 1)).tolist()
+
+
 def _metrics(y: np.ndarray, proba: np.ndarray, th: Thresholds) -> dict[str, float]:
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -191,7 +198,8 @@ def train(data: Dataset, cfg: TrainConfig = TrainConfig(), progress: bool = True
     explain_stats["explains"] = "the served probability" if model is forest else \
         "the forest's probability before calibration"
 
-    thresholds = choose(to_scores(engine.predict_proba(X[val_idx])), y[val_idx], cfg.review_budget)
+    val_scores = to_scores(engine.predict_proba(X[val_idx]))
+    thresholds = choose(val_scores, y[val_idx], cfg.review_budget)
     metrics = _metrics(y[test_idx], test_proba, thresholds)
     metrics["brier"] = study.metrics[cfg.calibration]["brier"]
     metrics["onnx_max_abs_diff"] = diff
@@ -203,6 +211,10 @@ def train(data: Dataset, cfg: TrainConfig = TrainConfig(), progress: bool = True
         "thresholds": thresholds.as_dict(),
         "feature_stats": feature_stats(X[train_idx]),
         "feature_importances": {k: round(v, 6) for k, v in importances},
+        # drift (fraudscore/ops/drift.py): training deciles per feature, validation scores
+        "drift_reference": drift.reference(X[train_idx], FEATURES, val_scores),
+        # target-rate thresholds (fraudscore/scoring/adaptive.py): share of validation scores >= t
+        "threshold_reference": {"split": "validation", "alert_rates": alert_rates(val_scores)},
     }
     metadata = {
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
