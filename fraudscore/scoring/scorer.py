@@ -34,6 +34,10 @@ from .thresholds import Thresholds, to_scores
 from .watch import Watch
 
 log = logging.getLogger("bentoml.fraudscore")
+# Time counts seconds from the first transaction of the reference period: a window of recent
+# traffic covers a short stretch of that clock, so its PSI against the training period would
+# always read as a major shift. Every other feature is watched.
+DRIFT_FEATURES = tuple(f for f in FEATURES if f != "Time")
 
 
 class Scorer:
@@ -70,7 +74,7 @@ class Scorer:
         self._block_gauge = metrics.BLOCK_THRESHOLD.labels(model_version=self.version)
         self._review_gauge = metrics.REVIEW_THRESHOLD.labels(model_version=self.version)
         drift = self._drift_window(art, settings) if counted else None
-        self._watch = Watch(self.version, FEATURES, drift, target, self._set_thresholds) \
+        self._watch = Watch(self.version, DRIFT_FEATURES, drift, target, self._set_thresholds) \
             if drift is not None or target is not None else None
         if counted:
             self._set_thresholds(self.thresholds)
@@ -105,7 +109,7 @@ class Scorer:
                         "gauges; retrain it to get them", self.version)
             return None
         try:
-            return DriftWindow(ref, FEATURES, settings.drift_window)
+            return DriftWindow(ref, DRIFT_FEATURES, settings.drift_window)
         except (KeyError, TypeError, ValueError) as exc:
             log.error("model %s: unusable drift reference, no drift gauges: %r", self.version, exc)
             return None

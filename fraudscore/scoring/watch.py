@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..features import FEATURES
 from ..ops import metrics
 from ..ops.drift import DriftWindow
 from .adaptive import TargetRate
@@ -37,7 +38,9 @@ log = logging.getLogger("bentoml.fraudscore")
 class Watch:
     def __init__(self, version: str, features: Sequence[str], drift: DriftWindow | None,
                  target: TargetRate | None, on_change: Callable[[Thresholds], None]) -> None:
+        """``features``: those whose drift is watched (a subset of FEATURES, in any order)."""
         self._drift, self._target, self._on_change = drift, target, on_change
+        self._columns = np.array([FEATURES.index(f) for f in features])  # of the scored rows
         self._version = version
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._rows = 0
@@ -61,7 +64,7 @@ class Watch:
         X = pending[0][0] if len(pending) == 1 else np.concatenate([x for x, _ in pending])
         scores = pending[0][1] if len(pending) == 1 else np.concatenate([s for _, s in pending])
         if self._drift is not None:
-            self._drift.add(X, scores)
+            self._drift.add(X[:, self._columns], scores)
             values = self._drift.psi()
             if values is not None:
                 for gauge, v in zip(self._feature_psi, values[0].tolist(), strict=True):

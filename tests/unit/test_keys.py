@@ -84,6 +84,17 @@ rate_limit = "off"
     ('[keys.a]\nkey = "k-0123456789abcdef"\nrate_limit = "lots"\n', "not a rate"),
     ('[keys."bad name"]\nkey = "k-0123456789abcdef"\n', "a name is"),
     ('[keys.a]\nkey = "k-0123456789abcdef"\n[keys.b]\nkey = "k-0123456789abcdef"\n', "the same key"),
+    ('[keys.m]\nkey = "k-0123456789abcdef"\nblock_threshold = 60\n', r"\[keys.m\]: give both"),
+    ('[keys.m]\nkey = "k-0123456789abcdef"\nblock_threshold = 60\nreview_threshold = 70\n',
+     r"\[keys.m\]: review_threshold \(70\) must not exceed block_threshold \(60\)"),
+    ('[keys.m]\nkey = "k-0123456789abcdef"\nblock_threshold = 101\nreview_threshold = 70\n',
+     r"\[keys.m\]: block_threshold must be an integer score 1-100, got 101"),
+    ('[keys.m]\nkey = "k-0123456789abcdef"\nblock_threshold = 80\nreview_threshold = 0\n',
+     "review_threshold must be an integer score 1-100, got 0"),
+    ('[keys.m]\nkey = "k-0123456789abcdef"\nblock_threshold = 80.5\nreview_threshold = 60\n',
+     "block_threshold must be an integer"),
+    ('[keys.m]\nkey = "k-0123456789abcdef"\nblock_threshold = true\nreview_threshold = 1\n',
+     "block_threshold must be an integer"),
     ("[keys.a\n", "not valid TOML"),
     ('[other]\nx = 1\n', r"only \[keys.<name>\]"),
 ])
@@ -92,6 +103,17 @@ def test_toml_file_errors_name_the_problem(tmp_path, no_keys, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         _ring(api_keys_file=str(path))
+
+
+def test_a_key_may_have_its_own_thresholds(tmp_path, no_keys):
+    from fraudscore.scoring.thresholds import Thresholds
+
+    path = tmp_path / "keys.toml"
+    path.write_text('[keys.merchant_a]\nkey = "merchant-a-0123456789"\nblock_threshold = 80\n'
+                    'review_threshold = 60\n\n[keys.plain]\nkey = "plain-key-0123456789"\n')
+    ring = _ring(api_keys_file=str(path))
+    assert ring.find(b"merchant-a-0123456789").thresholds == Thresholds(block=80, review=60)
+    assert ring.find(b"plain-key-0123456789").thresholds is None
 
 
 def test_an_unreadable_key_file_is_refused(tmp_path, no_keys):
