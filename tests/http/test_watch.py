@@ -65,11 +65,11 @@ def _series(text: str, name: str) -> dict[str, float]:
 
 
 def test_the_drift_threshold_and_readiness_gauges_are_exported(client, auth, stand_in, trained):
-    # training-like traffic: 1,100 rows fill the window past its minimum and trigger a fold
-    rows = [tx_body(stand_in, i) for i in range(1_100)]
-    for start in (0, 550):
-        assert client.post("/fraud_score/batch", json={"transactions": rows[start:start + 550]},
-                           headers=auth).status_code == 200
+    # training-like traffic, enough to replace the whole window (10,000 rows; other tests sent
+    # the same row 1,000 times, a population unlike training's, which the gauges rightly showed)
+    for start in range(0, 11_000, 1_000):
+        rows = [tx_body(stand_in, i) for i in range(start, start + 1_000)]
+        assert client.post("/fraud_score/batch", json={"transactions": rows}, headers=auth).status_code == 200
     text = client.get("/metrics").text
     psi = _series(text, "fraud_drift_psi")
     # Time is a clock: no drift series (README, Drift)
