@@ -56,6 +56,7 @@ def test_missing_model_keeps_the_process_up_and_answers_503(serve, stand_in):
             assert "not in the model store" in r.json()["detail"] and tag in r.json()["detail"]
         info = c.get("/model_info")
         assert info.status_code == 503 and "not in the model store" in info.json()["detail"]
+        assert f'fraud_model_ready{{model_version="{tag}"}} 0.0' in c.get("/metrics").text
         # authentication still comes first
         assert c.post("/fraud_score", json=tx_body(stand_in, 0), headers={"X-API-Key": ""}).status_code == 403
     assert srv.alive()
