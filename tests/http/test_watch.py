@@ -82,3 +82,23 @@ def test_the_drift_threshold_and_readiness_gauges_are_exported(client, auth, sta
     assert _series(text, "fraud_review_threshold") == {
         f'fraud_review_threshold{{model_version="{tag}"}}': trained.thresholds.review}
     assert _series(text, "fraud_model_ready")[f'fraud_model_ready{{model_version="{tag}"}}'] == 1.0
+
+
+def test_warnings_and_a_keys_thresholds_are_recorded_in_the_decision_log(client, stand_in):
+    from tests.http.test_decisions import _recorded
+
+    body = _outlier(stand_in, transaction_id="watch-outlier-1")
+    r = client.post("/fraud_score", json=body, headers=MERCHANT)
+    assert r.status_code == 200
+    record = _recorded(client, "watch-outlier-1")["decision"]
+    assert record["warnings"] == r.json()["warnings"] and record["key_name"] == "merchant_a"
+    assert (record["threshold"], record["review_threshold"]) == (95, 50)
+
+
+def test_the_openapi_document_declares_the_warnings(client, auth):
+    schemas = client.get("/docs.json", headers=auth).json()["components"]["schemas"]
+    verdict = schemas["FraudScoreOut"]
+    assert "warnings" in verdict["properties"] and "warnings" not in verdict.get("required", [])
+    assert set(schemas["WarningOut"]["required"]) == {"feature", "value", "low", "high"}
+    info = schemas["ModelInfoOut"]["properties"]
+    assert {"threshold_mode", "target_block_rate", "block_threshold_bounds", "drift"} <= set(info)
