@@ -27,12 +27,14 @@ import numpy as np
 from ..features import FEATURES
 from ..ops import metrics
 from ..ops.drift import DriftWindow
+from ..ops.logs import Throttled
 from .adaptive import TargetRate
 from .thresholds import Thresholds
 
 FOLD_ROWS = 1_000
 FOLD_S = 1.0
 log = logging.getLogger("bentoml.fraudscore")
+_failures = Throttled(log, logging.ERROR, 60.0)
 
 
 class Watch:
@@ -54,7 +56,10 @@ class Watch:
         self._pending.append((X, scores))
         self._rows += len(scores)
         if self._rows >= FOLD_ROWS or time.monotonic() >= self._due:
-            self.fold()
+            try:
+                self.fold()
+            except Exception as exc:  # watching must never fail a verdict: log (once a minute), go on
+                _failures.emit("drift / threshold update failed, rows dropped: %r", exc)
 
     def fold(self) -> None:
         pending, self._pending, self._rows = self._pending, [], 0
