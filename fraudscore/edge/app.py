@@ -30,7 +30,7 @@ from .asgi import request_id as make_request_id
 from .errors import HttpError, render
 from .handlers import Handlers
 from .keys import ApiKey, KeySource
-from .protocol import ADMITTED, ANSWERED
+from .protocol import ADMITTED, ANSWERED, LET_IN
 from .ratelimit import RateLimits
 from .request import Request
 from .routes import Route, match
@@ -97,7 +97,8 @@ class Edge:
         try:
             await self._handle(scope, receive, send_stamped, route, params, request_id, started)
         finally:
-            admitted = scope.get(ADMITTED)
+            scope.pop(LET_IN, None)  # answered before its body came (403, 413...): never counted
+            admitted = scope.pop(ADMITTED, None)
             if admitted is not None:
                 admitted.done()
             status = status or scope.get(ANSWERED, 499)  # 499: the client left before the answer
