@@ -14,6 +14,7 @@ authentication: nothing outside the table reaches BentoML's router.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -96,6 +97,9 @@ class Edge:
 
         try:
             await self._handle(scope, receive, send_stamped, route, params, request_id, started)
+        except asyncio.CancelledError:  # the timeout (ops/bentoml_fixes.py) answers 504 for us
+            status = status or 504
+            raise
         finally:
             scope.pop(LET_IN, None)  # answered before its body came (403, 413...): never counted
             admitted = scope.pop(ADMITTED, None)
