@@ -243,7 +243,7 @@ class HardenedProtocol(HttpToolsProtocol):
             cycle.disconnected = True  # the app's receive() says the client went away
             cycle.message_event.set()
             metrics.REJECTED.labels(reason=f"{phase}_timeout").inc()
-            self._write_error(408, f"request {phase} not complete within {seconds:g} s")
+            self._write_error(408, f"request {phase} not complete within {seconds:g} s", cycle.scope)
             self._linger()
             return
         self._refuse(408, f"request {phase} not complete within {seconds:g} s", f"{phase}_timeout")
@@ -257,11 +257,14 @@ class HardenedProtocol(HttpToolsProtocol):
         self._write_error(status, message)
         self._linger()
 
-    def _write_error(self, status: int, message: str) -> None:
-        body = json.dumps({"error": message}).encode()
+    def _write_error(self, status: int, message: str, scope=None) -> None:
+        scope = scope if scope is not None else getattr(self, "scope", None)
+        headers = scope.get("headers", []) if isinstance(scope, dict) else []
+        body = json.dumps({"error": message}, separators=(",", ":")).encode()  # compact, as the app's
         self.transport.write(b"".join((
             STATUS_LINE[status], b"content-type: application/json\r\ncontent-length: ",
-            str(len(body)).encode(), b"\r\nconnection: close\r\n\r\n", body)))
+            str(len(body)).encode(), b"\r\nx-request-id: ", request_id({"headers": headers}),
+            b"\r\nconnection: close\r\n\r\n", body)))
 
     def _close_after_answer(self) -> None:
         if self._in_message:  # the client may still be sending this request

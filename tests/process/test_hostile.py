@@ -110,8 +110,9 @@ class TestHostileClients:
             # the server may have answered and half-closed while we still sent
             with contextlib.suppress(ConnectionError):
                 sock.sendall(rawhttp.head("/readyz", method="GET", extra=extra))
-            status, _, body = rawhttp.read_response(sock, 5)
+            status, headers, body = rawhttp.read_response(sock, 5)
             assert status == 431, (status, body)
+            assert headers["x-request-id"] and b"\": " not in body  # traceable, compact JSON
             assert rawhttp.closed_within(sock, 5)
             sock.close()
 
