@@ -133,6 +133,8 @@ class Settings(BaseSettings):
     decision_retention_days: Annotated[int, Field(ge=1, le=10_000)] = 400
     # The sliding window of the quality figures (precision, recall, alert rate, label delay).
     quality_window_days: Annotated[int, Field(ge=1, le=3_650)] = 30
+    # How often each worker refreshes the quality gauges (fraud_quality_*) from the store; 0: never.
+    quality_refresh_s: Annotated[float, Field(ge=0, le=86_400)] = 300.0
 
 
     @model_validator(mode="after")
