@@ -134,6 +134,11 @@ class Settings(BaseSettings):
     # The sliding window of the quality figures (precision, recall, alert rate, label delay).
     quality_window_days: Annotated[int, Field(ge=1, le=3_650)] = 30
 
+    # --- Logs (fraudscore/ops/logs.py) ----------------------------------------------------------
+    # "text" (BentoML's lines, for development) or "json" (one JSON object a line, with the
+    # request id, key name, route, status and latency as fields; the container sets it).
+    log_format: Literal["text", "json"] = "text"
+
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
