@@ -38,6 +38,9 @@ class JsonLines(JsonFormatter):
         )
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        component = log_data.get("component")  # BentoML's "[entry_service:FraudScorer:1]"
+        if isinstance(component, str):
+            log_data["component"] = component.strip("[]")
         return {k: v for k, v in log_data.items() if v is not None}
 
 
