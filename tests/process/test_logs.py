@@ -35,7 +35,9 @@ def _wait_for(server, request_ids: set[str], timeout: float = 10.0) -> list[dict
         time.sleep(0.1)
 
 
-def test_refusals_are_one_json_line_each_with_their_fields(trained, stand_in, tmp_path):
+def test_refusals_are_one_json_line_each_with_their_fields(trained, stand_in, tmp_path, monkeypatch):
+    # two workers, a model and a store each: a busy shared machine needed more than the usual 40 s
+    monkeypatch.setattr("tests.process.conftest.READY_TIMEOUT", 120.0)
     keys = tmp_path / "keys.toml"
     keys.write_text(f'[keys.checkout]\nkey = "{NAMED_KEY}"\nscopes = ["score"]\n')
     server = start_server(tmp_path / "server.log", FRAUD_LOG_FORMAT="json", FRAUD_MODEL_TAG=trained.tag,
