@@ -42,7 +42,12 @@ def exported() -> dict[str, set[str]]:
     """Every series name the service exports -> its label names: a counter ``x`` is ``x_total``,
     a histogram ``x`` is ``x_bucket`` (with ``le``), ``x_sum`` and ``x_count``."""
     out: dict[str, set[str]] = {}
-    for value in vars(metrics).values():
+    for value in list(vars(metrics).values()):
+        if callable(value) and hasattr(value, "cache_info"):  # a metric made on first use (lru_cache)
+            try:
+                value = value()
+            except TypeError:  # takes arguments: not a metric factory
+                continue
         if not isinstance(value, MetricWrapperBase):
             continue
         name, labels = value._name, set(value._labelnames)
