@@ -14,7 +14,7 @@ export UV_PYTHON_DOWNLOADS := never
 # use the machine's CA store (a TLS-inspecting proxy adds its own CA there)
 export UV_SYSTEM_CERTS := true
 
-.PHONY: serve train report test test-fast build lint requirements clean bench loadtest container container-test
+.PHONY: serve train report test test-fast build lint promtool requirements clean bench loadtest container container-test
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -83,10 +83,16 @@ container: build
 container-test: container
 	SMOKE_BUILD=0 deploy/container/smoke.sh "$(IMAGE)"
 
-## lint: ruff; cfn-lint on deploy/ and actionlint on .github/workflows/ (deploy/lint.sh)
-lint: $(VENV)/.synced
+## lint: ruff; cfn-lint on deploy/ and actionlint on .github/workflows/ (deploy/lint.sh); promtool
+lint: $(VENV)/.synced promtool
 	$(BIN)/ruff check .
 	bash deploy/lint.sh
+
+## promtool: check the Prometheus alert rules and run their unit tests (Debian: apt-get install prometheus)
+promtool:
+	@command -v promtool >/dev/null || { echo "promtool not found: apt-get install prometheus" >&2; exit 2; }
+	promtool check rules deploy/prometheus/rules.yml
+	cd deploy/prometheus && promtool test rules tests.yml
 
 clean:
 	rm -rf .venv .tools .pytest_cache results

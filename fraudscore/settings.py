@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     # How often each worker refreshes the quality gauges (fraud_quality_*) from the store; 0: never.
     quality_refresh_s: Annotated[float, Field(ge=0, le=86_400)] = 300.0
 
+    # --- Logs (fraudscore/ops/logs.py) ----------------------------------------------------------
+    # "text" (BentoML's lines, for development) or "json" (one JSON object a line, with the
+    # request id, key name, route, status and latency as fields; the container sets it).
+    log_format: Literal["text", "json"] = "text"
+
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
