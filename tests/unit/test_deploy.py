@@ -166,6 +166,8 @@ def test_every_variable_the_template_sets_is_one_the_service_reads(template, con
     assert env["FRAUD_ENV_FILE"] == ""
     assert env["BENTOML_DO_NOT_TRACK"] == "True"
     assert env["FRAUD_LOG_FORMAT"] == "json"
+    # behind the ALB every caller's address is an ALB node's: X-Forwarded-For must be believed
+    assert env["FRAUD_TRUSTED_PROXIES"] == {"Ref": "VpcCidr"}
 
 
 def test_pending_settings_are_not_settings_yet():
