@@ -88,8 +88,13 @@ def get(tag: str) -> Entry:
 def entries() -> list[Entry]:
     """Every ``fraud_detector`` entry of the store, newest first."""
     import bentoml
+    from bentoml.exceptions import NotFound
 
-    models = sorted(bentoml.models.list(MODEL_NAME), key=lambda m: m.info.creation_time, reverse=True)
+    try:
+        found = bentoml.models.list(MODEL_NAME)
+    except NotFound:  # no entry of that name at all
+        return []
+    models = sorted(found, key=lambda m: m.info.creation_time, reverse=True)
     return [entry(m) for m in models]
 
 
