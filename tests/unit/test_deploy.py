@@ -247,6 +247,13 @@ def test_the_workflow_ships_a_promoted_model_and_never_trains():
     build = re.search(r"^build:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
     assert "production-bentofile" in build and "train.py" not in build and "has-model" not in build
     assert re.search(r"^container: build$", makefile, re.M)
+    # the load-test gate measures that model too: imported, pinned, never trained (make loadtest
+    # trains only when FRAUD_MODEL_TAG is missing from the store)
+    loadtest = [step.get("run", "") for step in workflow["jobs"]["loadtest"]["steps"]]
+    (imported,) = [i for i, r in enumerate(loadtest) if "bentoml models import" in r]
+    (gated,) = [i for i, r in enumerate(loadtest) if "make loadtest" in r]
+    assert imported < gated and "models --production" in loadtest[gated]
+    assert 'FRAUD_MODEL_TAG="$tag" make loadtest' in loadtest[gated]
     ci = _load_template("ci.yaml")
     statements = ci["Resources"]["DeployRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     assert "s3:GetObject" in str(statements)  # the role may read the model archive
