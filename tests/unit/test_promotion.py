@@ -279,3 +279,12 @@ def test_skops_of_a_calibrated_entry_loads_for_the_parity_check():
     sio.dump(Thresholds(10, 5), buf)  # a type that is not scikit-learn's is refused before it is built
     with pytest.raises(artifact.ArtifactError, match="not scikit-learn's"):
         promote._load_model(buf.getvalue())
+
+
+def test_an_unknown_tag_or_a_bad_file_is_a_message_not_a_traceback(standin_tag, tmp_path, capsys):
+    assert promote.main(["fraud_detector:nosuchversion"]) == 2
+    assert "not in the model store" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text('"Time","V1"\n1,2\n')
+    assert promote.main([standin_tag, "--data", str(bad)]) == 2
+    assert "wrong columns" in capsys.readouterr().err
