@@ -79,8 +79,8 @@ class Settings(BaseSettings):
     engine: Literal["onnx", "sklearn"] = "onnx"
     # Merge the model calls of concurrent small requests (fraudscore/scoring/batching.py).
     adaptive_batching: bool = True
-    # Reasons per review/block verdict (and per verdict with ?explain=true).
-    reasons_top_k: Annotated[int, Field(ge=1, le=30)] = 3
+    # Reasons per review/block verdict (and per verdict with ?explain=true); 0: no reasons at all.
+    reasons_top_k: Annotated[int, Field(ge=0, le=30)] = 3
     # A challenger: scores the same transactions off the request path, recorded with role
     # "shadow" in the decision log; it never decides.
     shadow_model_tag: str | None = None

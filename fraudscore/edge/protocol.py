@@ -42,7 +42,8 @@ LINGER_S = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
 ARRIVED = "fraudscore.arrived"  # scope key: monotonic time the request's body was complete
 ANSWERED = "fraudscore.status"  # scope key: a status this protocol sent instead of the app
-ADMITTED = "fraudscore.admitted"  # scope key: the admission controller that let the request in
+ADMITTED = "fraudscore.admitted"  # scope key: the admission controller counting the request
+LET_IN = "fraudscore.let_in"  # scope key: let in at its headers, counted once its body is complete
 
 log = logging.getLogger("bentoml.fraudscore")
 _bad_requests = Throttled(log, logging.INFO, 10.0)  # one line per kind and interval: floods are cheap
@@ -173,7 +174,17 @@ class HardenedProtocol(HttpToolsProtocol):
         self._in_message = False
         self._cancel_deadline()
         self.scope[ARRIVED] = time.monotonic()
+        self._count_in(self.scope)
         super().on_message_complete()
+
+    @staticmethod
+    def _count_in(scope) -> None:
+        """A request let in counts as in progress from its complete body on (a stalled upload
+        holds no place); the edge calls ``done()`` on ADMITTED when it has answered."""
+        admission = scope.pop(LET_IN, None)
+        if admission is not None:
+            admission.received()
+            scope[ADMITTED] = admission
 
     def _start_asgi_task(self, cycle, app) -> None:
         route = match(cycle.scope["path"])[0]
@@ -181,7 +192,9 @@ class HardenedProtocol(HttpToolsProtocol):
             if not self.admission.arrival():
                 self._shed(cycle, route.path)
                 return
-            cycle.scope[ADMITTED] = self.admission  # the edge calls done() when it has answered
+            cycle.scope[LET_IN] = self.admission
+            if ARRIVED in cycle.scope:  # a pipelined request whose body came before its turn
+                self._count_in(cycle.scope)
         super()._start_asgi_task(cycle, app)
 
     def _shed(self, cycle, label: str) -> None:

@@ -73,7 +73,7 @@ class TestHostileClients:
 
     def test_stalled_uploads_hold_no_slot_and_get_408(self, server, http, stand_in):
         stalled = []
-        for _ in range(520):  # more than BentoML's old concurrency limit (512)
+        for _ in range(1_100):  # more than the in-progress limit of both workers (2 x 512)
             sock = rawhttp.connect(server.port)
             sock.sendall(rawhttp.head("/fraud_score", KEY, length=10_000))
             stalled.append(sock)
