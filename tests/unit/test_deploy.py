@@ -273,6 +273,39 @@ def test_workflow_reads_outputs_the_stack_has(template):
     assert "image_tag" in yaml.safe_load(workflow)[True]["workflow_dispatch"]["inputs"]  # `on:` is True
 
 
+def test_the_workflow_ships_a_promoted_model_and_never_trains():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "deploy.yml").read_text())
+    image = workflow["jobs"]["image"]
+    runs = [step.get("run", "") for step in image["steps"]]
+    script = "\n".join(runs)
+    assert "train.py" not in script and "make train" not in script and "--allow-standin" not in script
+    assert "make container-test" not in script  # that target promotes a stand-in for its smoke test
+    # the promoted model comes in from its archive, before the image is built from it ...
+    (imports,) = [i for i, r in enumerate(runs) if "bentoml models import" in r]
+    (builds,) = [i for i, r in enumerate(runs) if "make container" in r]
+    assert imports < builds
+    assert "vars.FRAUD_MODEL_URI" in str(image["steps"][imports].get("env"))
+    assert "exit 1" in runs[imports]  # no archive named: the job fails, it does not fall back
+    # ... and the credentials that read it are there first
+    (creds,) = [i for i, s in enumerate(image["steps"]) if "configure-aws-credentials" in s.get("uses", "")]
+    assert creds < imports
+    # `make container` -> `make build`, which packages the production model only
+    makefile = (ROOT / "Makefile").read_text()
+    build = re.search(r"^build:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
+    assert "production-bentofile" in build and "train.py" not in build and "has-model" not in build
+    assert re.search(r"^container: build$", makefile, re.M)
+    # the load-test gate measures that model too: imported, pinned, never trained (make loadtest
+    # trains only when FRAUD_MODEL_TAG is missing from the store)
+    loadtest = [step.get("run", "") for step in workflow["jobs"]["loadtest"]["steps"]]
+    (imported,) = [i for i, r in enumerate(loadtest) if "bentoml models import" in r]
+    (gated,) = [i for i, r in enumerate(loadtest) if "make loadtest" in r]
+    assert imported < gated and "models --production" in loadtest[gated]
+    assert 'FRAUD_MODEL_TAG="$tag" make loadtest' in loadtest[gated]
+    ci = _load_template("ci.yaml")
+    statements = ci["Resources"]["DeployRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert "s3:GetObject" in str(statements)  # the role may read the model archive
+
+
 def test_ci_template_loads():
     ci = _load_template("ci.yaml")
     assert ci["Resources"]["Repository"]["Properties"]["ImageTagMutability"] == "IMMUTABLE"
