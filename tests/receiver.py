@@ -50,6 +50,7 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # the header and body writes: no 40 ms stall
 
             def log_message(self, *args) -> None:
                 pass

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, and_, delete, func, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, select, update
 
 from ..store.records import DecisionRecord, aware
 from ..store.schema import alert_outbox
@@ -90,24 +90,46 @@ def claim(engine: Engine, destination: str, limit: int, lease_s: float, now: dat
     return sorted(rows, key=lambda r: r.id)
 
 
+class Outcomes:
+    """What a batch of attempts came to, written back in one transaction (:func:`finish`)."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+        self.retry: list[tuple[int, datetime, str]] = []
+        self.dead: list[tuple[int, str]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.sent or self.retry or self.dead)
+
+    def ids(self) -> set[int]:
+        return {*self.sent, *(i for i, _, _ in self.retry), *(i for i, _ in self.dead)}
+
+
+def finish(engine: Engine, done: Outcomes, now: datetime | None = None) -> None:
+    """Record sent, retry-at and dead rows (only rows still pending: never undo a finished row)."""
+    if not done:
+        return
+    mine = and_(_c.id == bindparam("row_id"), _c.status == "pending")
+    dead = [{"row_id": i, "error": err[:300]} for i, err in done.dead]
+    with _writer(engine) as conn, conn.begin():
+        if done.sent:
+            conn.execute(update(alert_outbox).where(_c.id.in_(done.sent), _c.status == "pending")
+                         .values(status="sent", sent_at=now or datetime.now(UTC), last_error=None))
+        if done.retry:
+            conn.execute(update(alert_outbox).where(mine).values(
+                next_attempt_at=bindparam("due"), last_error=bindparam("error")),
+                [{"row_id": i, "due": when, "error": err[:300]} for i, when, err in done.retry])
+        if done.dead:
+            to_dead = update(alert_outbox).where(mine).values(status="dead", last_error=bindparam("error"))
+            conn.execute(to_dead, dead)
+
+
 def _update(engine: Engine, ids: Iterable[int], **values: Any) -> None:
     ids = list(ids)
     if not ids:
         return
     with _writer(engine) as conn, conn.begin():
         conn.execute(update(alert_outbox).where(_c.id.in_(ids), _c.status == "pending").values(**values))
-
-
-def mark_sent(engine: Engine, ids: Iterable[int], now: datetime | None = None) -> None:
-    _update(engine, ids, status="sent", sent_at=now or datetime.now(UTC), last_error=None)
-
-
-def retry_at(engine: Engine, ids: Iterable[int], when: datetime, error: str) -> None:
-    _update(engine, ids, next_attempt_at=when, last_error=error[:300])
-
-
-def mark_dead(engine: Engine, ids: Iterable[int], error: str) -> None:
-    _update(engine, ids, status="dead", last_error=error[:300])
 
 
 def release(engine: Engine, ids: Iterable[int], now: datetime | None = None) -> None:

@@ -144,19 +144,26 @@ class AlertSender:
         self._give_back()
         rows = outbox.claim(self.engine, dest, limit, self.cfg.lease_s)
         self._held = [r.id for r in rows]
-        for row in rows:
-            if self._stop.is_set() or self._paused_until.get(dest, 0.0) > time.monotonic():
-                break  # the rest is handed back (stop) or waits for the pause
-            if dest == "slack":
-                body, headers = fmt.slack_body(fmt.slack_text(row.payload, self.cfg.link_template)), \
-                    fmt.SLACK_HEADERS
-                self._slack_sent.append(time.monotonic())
-            else:
-                body = fmt.webhook_body(row.alert_id, row.payload, self.cfg.link_template)
-                headers = fmt.webhook_headers(row.alert_id, body, self.cfg.secret or "")
-            self._deliver(dest, [row], body, headers)
-            self._held.remove(row.id)
-        self._give_back()
+        done = outbox.Outcomes()
+        try:
+            for row in rows:
+                if self._stop.is_set() or self._paused_until.get(dest, 0.0) > time.monotonic():
+                    break  # the rest is handed back (stop, pause) below
+                if dest == "slack":
+                    body = fmt.slack_body(fmt.slack_text(row.payload, self.cfg.link_template))
+                    headers = fmt.SLACK_HEADERS
+                    self._slack_sent.append(time.monotonic())
+                else:
+                    body = fmt.webhook_body(row.alert_id, row.payload, self.cfg.link_template)
+                    headers = fmt.webhook_headers(row.alert_id, body, self.cfg.secret or "")
+                self._deliver(dest, [row], body, headers, done)
+        finally:
+            # one transaction for the batch's outcomes; a crash before it re-sends them after the
+            # lease (at-least-once), never loses them
+            outbox.finish(self.engine, done)
+            finished = done.ids()
+            self._held = [i for i in self._held if i not in finished]
+            self._give_back()
         return bool(rows)
 
     def _slack(self) -> bool:
@@ -169,19 +176,22 @@ class AlertSender:
         if now < self._next_digest:
             return False
         # over budget: everything due goes out as one message, then the next digest in a minute
+        self._give_back()
         rows = outbox.claim(self.engine, "slack", 1_000, self.cfg.lease_s)
         if not rows:
             return False
-        self._give_back()
         self._held = [r.id for r in rows]
         self._next_digest = now + self.cfg.digest_interval_s
         text = fmt.digest_text([r.payload for r in rows], self.cfg.link_template)
         self._slack_sent.append(now)
-        self._deliver("slack", rows, fmt.slack_body(text), fmt.SLACK_HEADERS)
+        done = outbox.Outcomes()
+        self._deliver("slack", rows, fmt.slack_body(text), fmt.SLACK_HEADERS, done)
+        outbox.finish(self.engine, done)
         self._held = []
         return True
 
-    def _deliver(self, dest: str, rows: list[outbox.Claimed], body: bytes, headers: dict[str, str]) -> None:
+    def _deliver(self, dest: str, rows: list[outbox.Claimed], body: bytes, headers: dict[str, str],
+                 done: outbox.Outcomes) -> None:
         ids = [r.id for r in rows]
         status, error, wait = None, "", None
         try:
@@ -193,23 +203,21 @@ class AlertSender:
         except httpx.HTTPError as exc:  # the type only: an exception's text may hold the URL
             error = type(exc).__name__
         if status is not None and 200 <= status < 300:
-            outbox.mark_sent(self.engine, ids)
+            done.sent += ids
             metrics.ALERTS_SENT.labels(destination=dest).inc(len(ids))
             self.sent += len(ids)
             return
-        retryable = status is None or status in RETRY_STATUSES or status >= 500
-        if retryable:
-            metrics.ALERTS_FAILED.labels(destination=dest).inc()
-            self.failed += 1
+        metrics.ALERTS_FAILED.labels(destination=dest).inc()
+        self.failed += 1
+        if status is None or status in RETRY_STATUSES or status >= 500:
             delay = backoff(rows[0].attempts, self.cfg.backoff_base_s, self.cfg.backoff_max_s)
             if wait is not None:
                 delay = max(delay, wait)
                 self._paused_until[dest] = time.monotonic() + wait
-            outbox.retry_at(self.engine, ids, datetime.now(UTC) + timedelta(seconds=delay), error)
+            due = datetime.now(UTC) + timedelta(seconds=delay)
+            done.retry += [(i, due, error) for i in ids]
             return
-        metrics.ALERTS_FAILED.labels(destination=dest).inc()
-        self.failed += 1
-        outbox.mark_dead(self.engine, ids, f"refused: {error}")
+        done.dead += [(i, f"refused: {error}") for i in ids]
         self._dead(dest, len(ids), f"refused by the receiver ({error})")
 
     # --- housekeeping ------------------------------------------------------------------------

@@ -140,5 +140,6 @@ def test_the_messages_hold_what_a_reader_needs():
                  "fraud_detector:v9", "<https://console/decisions/tx-<1>|Open the decision>"):
         assert part in text, part
     assert "Open the decision" not in fmt.slack_text(fields, None)
-    digest = fmt.digest_text([{**fields, "transaction_id": f"t{i}", "score": 60 + i} for i in range(37)], None)
+    flood = [{**fields, "transaction_id": f"t{i}", "score": 60 + i} for i in range(37)]
+    digest = fmt.digest_text(flood, None)
     assert digest.startswith(":rotating_light: 37 transactions blocked in the last minute; top 5: `t36` (96)")
