@@ -58,8 +58,10 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 status, extra = receiver._answer()
-                receiver._record(Received(time.time(), self.path, dict(self.headers.items()), body, status))
-                if receiver.hang:
+                hang = receiver.hang  # a hung request is recorded with status 0 (never answered)
+                receiver._record(Received(time.time(), self.path, dict(self.headers.items()), body,
+                                          0 if hang else status))
+                if hang:
                     receiver._released.wait(60)
                     return
                 if receiver.delay_s:
