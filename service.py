@@ -16,7 +16,7 @@ import gc
 
 import bentoml
 
-from fraudscore.alerts import Alerts
+from fraudscore.alerts.runtime import Alerts
 from fraudscore.edge import protocol, routes
 from fraudscore.edge.app import Edge
 from fraudscore.edge.keys import load_keys

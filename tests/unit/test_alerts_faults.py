@@ -87,7 +87,7 @@ def test_a_sender_stopped_mid_delivery_loses_nothing_after_a_restart(store, stor
 
 
 def _pipeline_latencies(settings_kwargs: dict, dataset, n: int) -> tuple[list[float], object]:
-    from fraudscore.alerts import Alerts
+    from fraudscore.alerts.runtime import Alerts
     from fraudscore.schemas import TransactionIn
     from fraudscore.scoring.pipeline import Origin, ScoringPipeline
     from fraudscore.settings import Settings
