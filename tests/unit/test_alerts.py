@@ -143,3 +143,18 @@ def test_the_messages_hold_what_a_reader_needs():
     flood = [{**fields, "transaction_id": f"t{i}", "score": 60 + i} for i in range(37)]
     digest = fmt.digest_text(flood, None)
     assert digest.startswith(":rotating_light: 37 transactions blocked in the last minute; top 5: `t36` (96)")
+
+
+def test_the_readmes_receiver_check_accepts_our_signature_and_refuses_the_rest():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### The webhook and its signature"):readme.index("### Delivery semantics")]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 (our own README's snippet)
+    readme_verify = namespace["verify"]
+    assert readme_verify(SECRET, sign(SECRET, BODY), BODY)
+    assert not readme_verify(SECRET, sign(SECRET, BODY), BODY + b" ")
+    assert not readme_verify(SECRET, sign(SECRET, BODY, timestamp=int(time.time()) - 400), BODY)
+    assert not readme_verify(SECRET, "v1=00", BODY)
