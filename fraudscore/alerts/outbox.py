@@ -132,9 +132,9 @@ def _update(engine: Engine, ids: Iterable[int], **values: Any) -> None:
         conn.execute(update(alert_outbox).where(_c.id.in_(ids), _c.status == "pending").values(**values))
 
 
-def release(engine: Engine, ids: Iterable[int], now: datetime | None = None) -> None:
-    """Hand leased rows back (a clean stop): due at once, the unfinished attempt not counted."""
-    _update(engine, ids, next_attempt_at=now or datetime.now(UTC), attempts=_c.attempts - 1)
+def release(engine: Engine, ids: Iterable[int], due: datetime | None = None) -> None:
+    """Hand leased rows back, not attempted: due at ``due`` (default: at once)."""
+    _update(engine, ids, next_attempt_at=due or datetime.now(UTC), attempts=_c.attempts - 1)
 
 
 def expire(engine: Engine, max_age: timedelta, now: datetime | None = None) -> dict[str, int]:

@@ -145,10 +145,12 @@ class AlertSender:
         rows = outbox.claim(self.engine, dest, limit, self.cfg.lease_s)
         self._held = [r.id for r in rows]
         done = outbox.Outcomes()
+        claimed_at = time.monotonic()
         try:
             for row in rows:
-                if self._stop.is_set() or self._paused_until.get(dest, 0.0) > time.monotonic():
-                    break  # the rest is handed back (stop, pause) below
+                if (self._stop.is_set() or self._paused_until.get(dest, 0.0) > time.monotonic()
+                        or time.monotonic() - claimed_at > self.cfg.lease_s / 2):
+                    break  # the rest is handed back below, long before its lease could run out
                 if dest == "slack":
                     body = fmt.slack_body(fmt.slack_text(row.payload, self.cfg.link_template))
                     headers = fmt.SLACK_HEADERS
@@ -163,7 +165,7 @@ class AlertSender:
             outbox.finish(self.engine, done)
             finished = done.ids()
             self._held = [i for i in self._held if i not in finished]
-            self._give_back()
+            self._give_back(self._paused_until.get(dest, 0.0))
         return bool(rows)
 
     def _slack(self) -> bool:
@@ -221,11 +223,14 @@ class AlertSender:
         self._dead(dest, len(ids), f"refused by the receiver ({error})")
 
     # --- housekeeping ------------------------------------------------------------------------
-    def _give_back(self) -> None:
+    def _give_back(self, until_monotonic: float = 0.0) -> None:
+        """Hand back the rows held and not attempted: due at once, or when the destination's
+        pause (Retry-After) ends, so no other sender calls it sooner."""
         held, self._held = self._held, []
         if held:
+            wait = max(0.0, until_monotonic - time.monotonic())
             try:
-                outbox.release(self.engine, held)
+                outbox.release(self.engine, held, datetime.now(UTC) + timedelta(seconds=wait))
             except Exception as exc:  # their lease runs out instead
                 log.warning("alert rows not handed back (their lease runs out): %s", describe_error(exc))
 
