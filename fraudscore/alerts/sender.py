@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..ops import metrics
 from ..store.engine import describe_error
@@ -36,6 +37,7 @@ log = logging.getLogger("bentoml.fraudscore.alerts")
 TIMEOUT = httpx.Timeout(5.0, connect=2.0)  # no single wait longer than 5 s, connecting 2 s
 RETRY_STATUSES = frozenset({408, 429})
 MAX_RETRY_AFTER_S = 3_600.0
+STARTUP_QUIET_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class AlertSender:
         self._dead_since_warning: dict[str, int] = {}
         self._warned_at = time.monotonic()
         self._store_warned_at = -float("inf")
+        self._failing_since: float | None = None
         self._stats_at = 0.0
         self._purge_due = time.monotonic() + 300
         self.sent = self.failed = self.dead = 0
@@ -111,18 +114,32 @@ class AlertSender:
             while not self._stop.is_set():
                 try:
                     busy = self.run_once()
-                except Exception as exc:  # the store is down or not migrated yet: try again soon
+                    self._failing_since = None
+                except Exception as exc:  # the store is down, or not migrated yet: try again soon
                     busy = False
-                    now = time.monotonic()
-                    if now - self._store_warned_at >= self.cfg.warn_interval_s:
-                        self._store_warned_at = now
-                        log.warning("alert outbox unreachable (retrying): %s", describe_error(exc))
+                    self._failed_pass(exc)
                     self._stop.wait(2.0)
                 if not busy:
                     self._stop.wait(self.cfg.poll_s)
         finally:
             self._give_back()
             self._warn_dead(force=True)
+
+    def _failed_pass(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if not isinstance(exc, SQLAlchemyError):  # a bug, not the store: never hidden
+            if now - self._store_warned_at >= self.cfg.warn_interval_s:
+                self._store_warned_at = now
+                log.exception("alert sender failed (retrying)")
+            return
+        if self._failing_since is None:
+            self._failing_since = now
+        # at start the decision log's writer is still migrating the store: quiet for a few seconds
+        if (now - self._failing_since >= STARTUP_QUIET_S
+                and now - self._store_warned_at >= self.cfg.warn_interval_s):
+            self._store_warned_at = now
+            log.warning("alert outbox unreachable for %.0f s (retrying): %s", now - self._failing_since,
+                        describe_error(exc))
 
     def run_once(self) -> bool:
         """One pass over every destination; True when something was attempted."""

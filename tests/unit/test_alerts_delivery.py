@@ -247,3 +247,23 @@ def test_backoff_and_retry_after_parsing():
     assert retry_after("Wed, 21 Oct 2015 07:28:05 GMT", 1445412480) == 5.0
     assert retry_after("999999", 0) == 3600.0
     assert fmt.ALERT_ID_HEADER == "X-Fraud-Alert-Id"
+
+
+def test_an_outbox_not_there_yet_is_retried_and_warned_about_once(tmp_path, receiver, warnings_logged,
+                                                                  monkeypatch):
+    from fraudscore.alerts import sender as sender_module
+    from fraudscore.store.migrate import migrate
+
+    monkeypatch.setattr(sender_module, "STARTUP_QUIET_S", 0.0)
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")  # not migrated: no table yet
+    sender = sender_for(engine, {"webhook": receiver.url}).start()
+    try:
+        assert wait_for(lambda: warnings_logged, 5)
+        migrate(engine=engine)
+        enqueue(engine, 1)
+        assert wait_for(lambda: receiver.ids(), 10)
+    finally:
+        sender.close()
+        engine.dispose()
+    messages = [r.getMessage() for r in warnings_logged]
+    assert len(messages) == 1 and messages[0].startswith("alert outbox unreachable for"), messages
