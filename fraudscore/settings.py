@@ -84,8 +84,8 @@ class Settings(BaseSettings):
     engine: Literal["onnx", "sklearn"] = "onnx"
     # Merge the model calls of concurrent small requests (fraudscore/scoring/batching.py).
     adaptive_batching: bool = True
-    # Reasons per review/block verdict (and per verdict with ?explain=true).
-    reasons_top_k: Annotated[int, Field(ge=1, le=30)] = 3
+    # Reasons per review/block verdict (and per verdict with ?explain=true); 0: no reasons at all.
+    reasons_top_k: Annotated[int, Field(ge=0, le=30)] = 3
     # A challenger: scores the same transactions off the request path, recorded with role
     # "shadow" in the decision log; it never decides.
     shadow_model_tag: str | None = None
@@ -138,6 +138,8 @@ class Settings(BaseSettings):
     decision_retention_days: Annotated[int, Field(ge=1, le=10_000)] = 400
     # The sliding window of the quality figures (precision, recall, alert rate, label delay).
     quality_window_days: Annotated[int, Field(ge=1, le=3_650)] = 30
+    # How often each worker refreshes the quality gauges (fraud_quality_*) from the store; 0: never.
+    quality_refresh_s: Annotated[float, Field(ge=0, le=86_400)] = 300.0
 
     # --- Alerts (fraudscore/alerts/; README, "Alerts and monitoring") ----------------------------
     # Alert on a verdict whose score is at least this (0-100); unset: on `block` verdicts only.

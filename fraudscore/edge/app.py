@@ -14,6 +14,7 @@ authentication: nothing outside the table reaches BentoML's router.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from .asgi import request_id as make_request_id
 from .errors import HttpError, render
 from .handlers import Handlers
 from .keys import ApiKey, KeySource
-from .protocol import ADMITTED, ANSWERED
+from .protocol import ADMITTED, ANSWERED, LET_IN
 from .ratelimit import RateLimits
 from .request import Request
 from .routes import Route, match
@@ -96,8 +97,12 @@ class Edge:
 
         try:
             await self._handle(scope, receive, send_stamped, route, params, request_id, started)
+        except asyncio.CancelledError:  # the timeout (ops/bentoml_fixes.py) answers 504 for us
+            status = status or 504
+            raise
         finally:
-            admitted = scope.get(ADMITTED)
+            scope.pop(LET_IN, None)  # answered before its body came (403, 413...): never counted
+            admitted = scope.pop(ADMITTED, None)
             if admitted is not None:
                 admitted.done()
             status = status or scope.get(ANSWERED, 499)  # 499: the client left before the answer

@@ -21,6 +21,7 @@ from .batches import BatchHook
 from .engine import create_store_engine, describe_error, redact
 from .labels import add_labels
 from .migrate import migrate
+from .quality_gauges import QualityGauges
 from .queries import get_decision, list_decisions
 from .writer import DecisionLog
 
@@ -55,6 +56,10 @@ class Store:
                                             on_batch=self.alerts.on_batch if self.alerts else None)
         else:  # nothing is written, but the read API needs the schema
             threading.Thread(target=self._migrate, name="store-migrate", daemon=True).start()
+        self.quality: QualityGauges | None = None
+        if settings.quality_refresh_s > 0:
+            self.quality = QualityGauges(self.engine, settings.quality_window_days,
+                                         settings.quality_refresh_s)
         if self.alerts is not None:  # the sender retries until the writer has migrated the schema
             self.alerts.start(self.engine)
         log.info("decision store: %s (decision log %s; alerts %s)", self.where,
@@ -86,6 +91,8 @@ class Store:
         log (SIGTERM and shutdown; its alerts reach the outbox with it), release the connections."""
         if self.alerts is not None:
             self.alerts.close(timeout)
+        if self.quality is not None:
+            self.quality.close()
         if self.decision_log is not None:
             report = self.decision_log.close(timeout)
             log.info("decision log closed: %d written, %d dropped", report.written, report.dropped)
