@@ -16,6 +16,7 @@ import gc
 
 import bentoml
 
+from fraudscore.alerts.runtime import Alerts
 from fraudscore.edge import protocol, routes
 from fraudscore.edge.app import Edge
 from fraudscore.edge.keys import load_keys
@@ -63,7 +64,9 @@ class FraudScorer:
 
     def __init__(self) -> None:
         settings = get_settings()
-        self.store = Store(settings)  # its writer starts (and migrates) in the background
+        # its writer starts (and migrates) in the background; alerts, when configured, are written
+        # with the decisions and sent by a background thread
+        self.store = Store(settings, alerts=Alerts.from_settings(settings))
         self.pipeline = ScoringPipeline.load(settings, decision_log=self.store.decision_log)
         # What is alive now (modules, the model, the app) lives as long as the worker: keep it out
         # of every later full garbage collection, which then walks only what requests allocate.

@@ -168,6 +168,34 @@ DECISION_LOG_BATCH_SECONDS = Histogram(
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
 )
 
+# The alert outbox (fraudscore/alerts/). Every worker's sender reads the same table, so the gauges
+# are the same figure seen by each live worker: "livemax", never a sum.
+ALERTS_OUTBOX_DEPTH = Gauge(
+    name="fraud_alerts_outbox_depth",
+    documentation="Alerts waiting in the outbox (pending rows, every destination)",
+    multiprocess_mode="livemax",
+)
+ALERTS_OLDEST_PENDING_SECONDS = Gauge(
+    name="fraud_alerts_oldest_pending_seconds",
+    documentation="Age of the oldest pending alert, from its decision (0 when none is waiting)",
+    multiprocess_mode="livemax",
+)
+ALERTS_SENT = Counter(
+    name="fraud_alerts_sent",
+    documentation="Alerts delivered (a Slack digest counts every alert it stands for)",
+    labelnames=["destination"],
+)
+ALERTS_FAILED = Counter(
+    name="fraud_alerts_failed",
+    documentation="Failed delivery attempts (each is retried with backoff, or dead-lettered)",
+    labelnames=["destination"],
+)
+ALERTS_DEAD_LETTERED = Counter(
+    name="fraud_alerts_dead_lettered",
+    documentation="Alerts given up: refused by the receiver (4xx) or older than FRAUD_ALERT_MAX_AGE",
+    labelnames=["destination"],
+)
+
 
 def observe_many(histogram_child, values: np.ndarray) -> None:
     """``histogram_child.observe(v)`` for every value, with one update per bucket.
