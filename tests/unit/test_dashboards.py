@@ -23,11 +23,6 @@ RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 # queried here before they exist in fraudscore/ops/metrics.py. Empty it when those branches merge
 # (test_pending_metrics_are_not_exported_yet says which to drop).
 PENDING_METRICS = {
-    "fraud_alerts_outbox_depth": (),
-    "fraud_alerts_oldest_pending_seconds": (),
-    "fraud_alerts_sent_total": ("destination",),
-    "fraud_alerts_failed_total": ("destination",),
-    "fraud_alerts_dead_lettered_total": ("destination",),
     "fraud_drift_psi": ("feature",),
     "fraud_score_psi": (),
     "fraud_block_threshold": ("model_version",),
