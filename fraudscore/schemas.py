@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model, field_validator
-from pydantic.functional_validators import BeforeValidator
+from pydantic.functional_validators import AfterValidator, BeforeValidator
 
 from .features import FEATURES
 
@@ -158,8 +158,16 @@ def _rfc3339(value: Any) -> Any:
     raise ValueError("not an RFC 3339 date-time with zone, e.g. 2026-11-30T12:00:00Z")
 
 
+def _utc(value: datetime) -> datetime:
+    """In UTC, as the store compares and keeps times; 0001-01-01T00:00:00+01:00 has no UTC time."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range: before year 1 or after 9999 in UTC") from None
+
+
 # not strict: a strict model would refuse the str the validator passes on (it is no longer JSON)
-DateTime = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339)]
+DateTime = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339), AfterValidator(_utc)]
 
 
 class DecisionRecordOut(BaseModel):
