@@ -60,9 +60,11 @@ CHECKS = {"not_a_server_error", "status_code_conformance", "content_type_conform
 def server(trained, tmp_path_factory):
     home = tmp_path_factory.mktemp("conformance")
     (home / "keys.toml").write_text(KEYS)
+    started = time.monotonic()
     srv = start_server(home / "server.log", workers=2, FRAUD_MODEL_TAG=trained.tag,
                        FRAUD_API_KEYS_FILE=str(home / "keys.toml"),
                        FRAUD_AUTH_FAILURE_LIMIT="1000000/minute", FRAUD_RATE_LIMIT="1000000/second")
+    print(f"server ready in {time.monotonic() - started:.0f} s")
     yield srv
     srv.stop()
 
