@@ -32,6 +32,7 @@ _aware = st.one_of(
     st.datetimes(min_value=_FIRST, max_value=_LATEST, timezones=_offsets))
 _row_ids = st.one_of(st.sampled_from([-(2**63), 2**63 - 1, 0]), st.integers(-(2**63), 2**63 - 1))
 
+
 def _rfc3339(moment: datetime) -> str:
     text = moment.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
