@@ -19,7 +19,7 @@ import bentoml
 from fraudscore.edge import protocol, routes
 from fraudscore.edge.app import Edge
 from fraudscore.edge.keys import load_keys
-from fraudscore.ops import bentoml_fixes
+from fraudscore.ops import bentoml_fixes, logs
 from fraudscore.schemas import FraudScoreOut, TransactionIn, batch_request_model
 from fraudscore.scoring.pipeline import ScoringPipeline, check_configuration
 from fraudscore.settings import ConfigError, get_settings
@@ -99,6 +99,7 @@ class FraudScorer:
         return [FraudScoreOut(**v) for v in await self.pipeline.score_transactions(transactions)]
 
 
+logs.configure(_settings.log_format)  # BentoML has set up its handlers before it imports this
 bentoml_fixes.install()
 protocol.install(_settings)
 FraudScorer.add_asgi_middleware(Edge, pipeline=_pipeline, batch_model=BatchRequestIn, store=_store)

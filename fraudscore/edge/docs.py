@@ -59,8 +59,8 @@ _RATE = {name: {"description": text, "schema": {"type": kind}, "required": True}
     ("RateLimit-Reset", "Seconds until the window resets", "integer"),
     ("RateLimit-Policy", "limit;w=window seconds", "string"))}
 _PLAIN = {"/metrics": "text/plain", "/": "text/html", "/docs.js": "text/javascript"}
-# Answered below the edge (protocol.py: 408, 431; BentoML's timeout: 504): no X-Request-ID, and the
-# native error body on every route, the legacy one included (so is the overload shed's 503).
+# Answered below the edge (protocol.py: 408, 431; BentoML's timeout: 504): the native error body on
+# every route, the legacy one included (so is the overload shed's 503); the 504 has no X-Request-ID.
 _BELOW_EDGE = frozenset({408, 431, 504})
 
 
@@ -124,7 +124,7 @@ def _operation(route: Route, method: str, settings: Settings, refs: dict[str, di
             body = {"anyOf": [_ref("LegacyErrorOut"), _ref("ErrorOut")]}
         if route.path == "/readyz" and status == 503:
             body = _ref("ReadinessOut")
-        headers = {"X-Request-ID": _REQUEST_ID if status in _BELOW_EDGE else _REQUEST_ID_ALWAYS}
+        headers = {"X-Request-ID": _REQUEST_ID if status == 504 else _REQUEST_ID_ALWAYS}
         headers |= _RATE if status == 429 else _RETRY if status == 503 and route.hot else {}
         op["responses"][str(status)] = {"description": STATUS_TEXT[status], "headers": headers,
                                         "content": _json(body)}

@@ -184,3 +184,21 @@ def observe_many(histogram_child, values: np.ndarray) -> None:
         if n:
             histogram_child._buckets[i].inc(n)
     histogram_child._sum.inc(float(values.sum()))
+
+# Decision quality over FRAUD_QUALITY_WINDOW_DAYS (fraudscore/store/quality_gauges.py): every
+# worker computes the same figures from the same store, so the most recent value is the value.
+_QUALITY = {"multiprocess_mode": "livemostrecent", "labelnames": ["model_version", "role"]}
+QUALITY_PRECISION = Gauge(name="fraud_quality_precision",
+                          documentation="Labelled frauds blocked / labelled blocked, in the window",
+                          **_QUALITY)
+QUALITY_RECALL = Gauge(name="fraud_quality_recall",
+                       documentation="Labelled frauds blocked / labelled frauds, in the window", **_QUALITY)
+QUALITY_ALERT_RATE = Gauge(name="fraud_quality_alert_rate",
+                           documentation="Share of transactions sent to review or blocked, in the window",
+                           **_QUALITY)
+QUALITY_LABELLED = Gauge(name="fraud_quality_labelled_transactions",
+                         documentation="Transactions with a current label, in the window", **_QUALITY)
+QUALITY_LABEL_DELAY = Gauge(name="fraud_quality_label_delay_seconds",
+                            documentation="Label delay (first decision to label received), by quantile",
+                            multiprocess_mode="livemostrecent",
+                            labelnames=["model_version", "role", "quantile"])

@@ -105,7 +105,7 @@ class Scorer:
             out.append({"fraud_score": s, "fraud_probability": round(p, 6), "is_fraud": s >= block,
                         "decision": decision, "threshold": block, "model_version": self.version,
                         "transaction_id": tx_id or str(uuid.uuid4())})
-        if flagged and self.explainer is not None:
+        if flagged and self.explainer is not None and self.top_k:
             for i, reasons in zip(flagged, self.explainer.reasons(X[flagged], self.top_k), strict=True):
                 out[i]["reasons"] = reasons
         if self.counted:

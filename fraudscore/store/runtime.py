@@ -19,6 +19,7 @@ from ..settings import Settings
 from .engine import create_store_engine, describe_error, redact
 from .labels import add_labels
 from .migrate import migrate
+from .quality_gauges import QualityGauges
 from .queries import get_decision, list_decisions
 from .writer import DecisionLog
 
@@ -40,6 +41,10 @@ class Store:
                                             retention_days=settings.decision_retention_days)
         else:  # nothing is written, but the read API needs the schema
             threading.Thread(target=self._migrate, name="store-migrate", daemon=True).start()
+        self.quality: QualityGauges | None = None
+        if settings.quality_refresh_s > 0:
+            self.quality = QualityGauges(self.engine, settings.quality_window_days,
+                                         settings.quality_refresh_s)
         log.info("decision store: %s (decision log %s)", self.where, "on" if self.decision_log else "off")
 
     def _migrate(self) -> None:
@@ -65,6 +70,8 @@ class Store:
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush the decision log (SIGTERM and shutdown), then release the connections."""
+        if self.quality is not None:
+            self.quality.close()
         if self.decision_log is not None:
             report = self.decision_log.close(timeout)
             log.info("decision log closed: %d written, %d dropped", report.written, report.dropped)
