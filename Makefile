@@ -14,7 +14,8 @@ export UV_PYTHON_DOWNLOADS := never
 # use the machine's CA store (a TLS-inspecting proxy adds its own CA there)
 export UV_SYSTEM_CERTS := true
 
-.PHONY: serve train report test test-fast build lint requirements clean bench loadtest container container-test
+.PHONY: serve train promote models report test test-fast build lint promtool requirements clean bench \
+	loadtest container container-test
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -36,6 +37,16 @@ serve: $(VENV)/.synced
 train: $(VENV)/.synced
 	$(BIN)/python train.py $(ARGS)
 
+## promote: gate a candidate and make it the production model (the one `make build` packages):
+## TAG=fraud_detector:<version> [ARGS="--data holdout.csv" | ARGS="--allow-standin"]
+promote: $(VENV)/.synced
+	@test -n "$(TAG)" || { echo "usage: make promote TAG=fraud_detector:<version>  (make models lists them)" >&2; exit 2; }
+	$(BIN)/python -m fraudscore promote "$(TAG)" $(ARGS)
+
+## models: the model store's entries and their stage (candidate, production, retired)
+models: $(VENV)/.synced
+	$(BIN)/python -m fraudscore models
+
 ## report: decision quality per model version, shadow vs primary, from FRAUD_STORE_URL (default:
 ## SQLite in data/); ARGS="--window 7d --format json --store postgresql://..."
 report: $(VENV)/.synced
@@ -49,10 +60,13 @@ test: $(VENV)/.synced
 test-fast: $(VENV)/.synced
 	$(BIN)/python -m pytest -m "not process and not spark" $(PYTEST_ARGS)
 
-## build: the bento (service, package, model, configuration; no secrets)
+## build: the bento (service, package, configuration; no secrets) with the PRODUCTION model pinned by
+## its tag (`make promote`); fails when none is promoted. MODEL_TAG=fraud_detector:<version> insists
+## on that one (it must be the production model). Never trains.
+BUILD_DIR := .build
 build: $(VENV)/.synced requirements.txt
-	@$(BIN)/python -m fraudscore.devtools has-model || $(BIN)/python train.py
-	$(BIN)/bentoml build
+	@$(BIN)/python -m fraudscore.devtools production-bentofile $(BUILD_DIR)/bentofile.yaml $(MODEL_TAG)
+	$(BIN)/bentoml build -f $(BUILD_DIR)/bentofile.yaml
 
 ## requirements: the bento's pinned serving requirements, exported from uv.lock
 requirements.txt: uv.lock | $(UV)
@@ -79,14 +93,26 @@ IMAGE ?= fraud_scorer:latest
 container: build
 	BENTO_BUILD=0 deploy/container/build.sh "$(IMAGE)"
 
-## container-test: build the image and smoke-test it read-only (CI runs it after the tests)
-container-test: container
+## container-test: build the image and smoke-test it read-only (CI runs it after the tests). With no
+## production model (a fresh clone) it trains the stand-in if the store is empty and promotes the
+## newest entry with --allow-standin, for this smoke test only: never ship that image.
+container-test: $(VENV)/.synced
+	@$(BIN)/python -m fraudscore models --production >/dev/null 2>&1 || { \
+	  $(BIN)/python -m fraudscore.devtools has-model || $(BIN)/python train.py --quiet; \
+	  $(BIN)/python -m fraudscore promote fraud_detector:latest --allow-standin; }
+	$(MAKE) --no-print-directory container
 	SMOKE_BUILD=0 deploy/container/smoke.sh "$(IMAGE)"
 
-## lint: ruff; cfn-lint on deploy/ and actionlint on .github/workflows/ (deploy/lint.sh)
-lint: $(VENV)/.synced
+## lint: ruff; cfn-lint on deploy/ and actionlint on .github/workflows/ (deploy/lint.sh); promtool
+lint: $(VENV)/.synced promtool
 	$(BIN)/ruff check .
 	bash deploy/lint.sh
 
+## promtool: check the Prometheus alert rules and run their unit tests (Debian: apt-get install prometheus)
+promtool:
+	@command -v promtool >/dev/null || { echo "promtool not found: apt-get install prometheus" >&2; exit 2; }
+	promtool check rules deploy/prometheus/rules.yml
+	cd deploy/prometheus && promtool test rules tests.yml
+
 clean:
-	rm -rf .venv .tools .pytest_cache results
+	rm -rf .venv .tools .pytest_cache results $(BUILD_DIR)

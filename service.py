@@ -16,10 +16,11 @@ import gc
 
 import bentoml
 
+from fraudscore.alerts.runtime import Alerts
 from fraudscore.edge import protocol, routes
 from fraudscore.edge.app import Edge
 from fraudscore.edge.keys import load_keys
-from fraudscore.ops import bentoml_fixes
+from fraudscore.ops import bentoml_fixes, logs
 from fraudscore.schemas import FraudScoreOut, TransactionIn, batch_request_model
 from fraudscore.scoring.pipeline import ScoringPipeline, check_configuration
 from fraudscore.settings import ConfigError, get_settings
@@ -63,7 +64,9 @@ class FraudScorer:
 
     def __init__(self) -> None:
         settings = get_settings()
-        self.store = Store(settings)  # its writer starts (and migrates) in the background
+        # its writer starts (and migrates) in the background; alerts, when configured, are written
+        # with the decisions and sent by a background thread
+        self.store = Store(settings, alerts=Alerts.from_settings(settings))
         self.pipeline = ScoringPipeline.load(settings, decision_log=self.store.decision_log)
         # What is alive now (modules, the model, the app) lives as long as the worker: keep it out
         # of every later full garbage collection, which then walks only what requests allocate.
@@ -99,6 +102,7 @@ class FraudScorer:
         return [FraudScoreOut(**v) for v in await self.pipeline.score_transactions(transactions)]
 
 
+logs.configure(_settings.log_format)  # BentoML has set up its handlers before it imports this
 bentoml_fixes.install()
 protocol.install(_settings)
 FraudScorer.add_asgi_middleware(Edge, pipeline=_pipeline, batch_model=BatchRequestIn, store=_store)

@@ -4,7 +4,12 @@
     python train.py --data creditcard.csv   # the real data set ("Time","V1",...,"Amount","Class")
     python train.py --from-store URL [--since 2026-01-01] [--data creditcard.csv]
                                             # labelled decisions of the decision store (plus a CSV)
+    python train.py --import-joblib fraud-model.joblib --trust-pickle [--data creditcard.csv]
+                                            # the FastAPI service's model, evaluated and registered
     python train.py --help                  # every option
+
+Every new entry is a candidate; `make promote TAG=...` makes one the production model.
+--import-joblib loads a pickle, which runs whatever code the file names: trusted files only.
 
 Exit codes: 0 registered, 2 bad arguments or data, 3 the model failed a check (nothing registered).
 """
@@ -19,7 +24,7 @@ from datetime import UTC, datetime
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 
 from fraudscore.training.data import DataError, combine, generate, load_csv, load_store  # noqa: E402
-from fraudscore.training.trainer import ParityError, TrainConfig, train  # noqa: E402
+from fraudscore.training.trainer import ParityError, TrainConfig, TrainResult, train  # noqa: E402
 
 
 def _max_features(v: str) -> str | float:
@@ -90,14 +95,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="largest share of traffic the review band may hold (default 0.005)")
     p.add_argument("--calibration", choices=["none", "sigmoid"], default="none",
                    help="serve sigmoid-calibrated probabilities (default none; the report measures both)")
+    p.add_argument("--import-joblib", metavar="PATH",
+                   help="instead of training, import a fitted RandomForestClassifier (the FastAPI "
+                        "service's fraud-model.joblib), evaluated on --data or the stand-in. A joblib "
+                        "file is a pickle: loading it RUNS CODE. Trusted files only; needs --trust-pickle")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="with --import-joblib: I made this file or trust whoever did")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
+
+
+def _import(args: argparse.Namespace, data, cfg: TrainConfig) -> TrainResult:
+    from fraudscore.training.importer import import_joblib
+
+    return import_joblib(args.import_joblib, data, cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.since and not args.from_store:
         print("error: --since needs --from-store", file=sys.stderr)
+        return 2
+    if args.import_joblib and not args.trust_pickle:
+        print("error: --import-joblib loads a pickle, which runs any code the file holds: add "
+              "--trust-pickle if you made this file or trust whoever did", file=sys.stderr)
+        return 2
+    if args.import_joblib and args.from_store:
+        print("error: --import-joblib evaluates on --data or the stand-in, not --from-store", file=sys.stderr)
         return 2
     cfg = TrainConfig(
         n_estimators=args.trees, max_depth=args.max_depth, min_samples_leaf=args.min_samples_leaf,
@@ -111,14 +135,14 @@ def main(argv: list[str] | None = None) -> int:
                 data = combine(load_csv(args.data), data)
         else:
             data = load_csv(args.data) if args.data else generate(args.rows, seed=args.seed)
-        result = train(data, cfg, progress=not args.quiet)
+        result = _import(args, data, cfg) if args.import_joblib else train(data, cfg, progress=not args.quiet)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ParityError as exc:
         print(f"error: model not registered: {exc}", file=sys.stderr)
         return 3
-    print(f"registered {result.tag}")
+    print(f"registered {result.tag} (stage: candidate; `make promote TAG={result.tag}` to ship it)")
     print(f"thresholds: block >= {result.thresholds.block}, review >= {result.thresholds.review}")
     for name, value in result.metrics.items():
         print(f"  {name:24s} {value}")

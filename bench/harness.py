@@ -100,7 +100,7 @@ class Bench:
         runs: dict[str, list[dict]] = {v: [] for v in variants}
         for r in range(rounds):
             for label, env in variants.items():
-                with self.server(env, f"{name}-{label}-{r}") as srv:
+                with self.server(env, f"{name}-{label}-{r}".replace("/", "_").replace(" ", "_")) as srv:
                     row = self.measure(srv, load, comparison=name, variant=label, round=r)
                 runs[label].append(row)
                 print(f"  {name} / {label} round {r + 1}: {row['req_s']:8,.0f} req/s  "

@@ -14,12 +14,14 @@ and the raw figures in results/bench-<time>/.
 
 Sections: table (routes x connections), ratelimit (off / in memory / Redis), batching (adaptive
 batching off / on), overload (1,000 connections: shed fast, answer everyone), mixed (single
-transactions alone vs with 5% of 1,000-row batches).
+transactions alone vs with 5% of 1,000-row batches), reasons (reason codes off / on), decisionlog
+(off / SQLite / PostgreSQL), ingest (decisions/s from one instance into PostgreSQL, none lost).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -27,6 +29,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from harness import ROOT, Bench, Load, write_bodies, wrk_binary
@@ -34,12 +37,14 @@ from harness import ROOT, Bench, Load, write_bodies, wrk_binary
 from fraudscore.devtools import ensure_model
 
 NO_LIMIT = {"FRAUD_RATE_LIMIT": "off"}
-SECTIONS = ("table", "ratelimit", "batching", "overload", "mixed")
+SECTIONS = ("table", "ratelimit", "batching", "overload", "mixed", "reasons", "decisionlog", "ingest")
+COMPARED = ("ratelimit", "batching", "mixed", "reasons", "decisionlog")
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
-def _redis_up() -> bool:
+def _up(port: int) -> bool:
     try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
     except OSError:
         return False
     return True
@@ -73,7 +78,7 @@ def _comparison(report: list[str], title: str, summary: dict) -> None:
 
 def ratelimit(b: Bench, report: list[str], rounds: int) -> None:
     variants = {"off": NO_LIMIT, "in memory": {"FRAUD_RATE_LIMIT": "1000000/second"}}
-    if _redis_up():
+    if _up(6379):
         variants["Redis"] = {"FRAUD_RATE_LIMIT": "1000000/second",
                              "FRAUD_RATE_LIMIT_STORAGE": "redis://127.0.0.1:6379/14"}
     _comparison(report, "Rate limiting (single transactions, 20 connections; a limit no request reaches)",
@@ -123,6 +128,84 @@ def mixed(b: Bench, report: list[str], rounds: int) -> None:
     report += ["", f"Median ratio: {sorted(ratios)[len(ratios) // 2]:.2f}", ""]
 
 
+def reasons(b: Bench, report: list[str], rounds: int) -> None:
+    variants = {"no reasons": {**NO_LIMIT, "FRAUD_REASONS_TOP_K": "0"},
+                "reasons for review and block (default)": NO_LIMIT}
+    _comparison(report, "Reason codes (single transactions, 20 connections, 5% fraud-like)",
+                b.compare("reasons", variants, Load(20), rounds))
+
+
+@contextlib.contextmanager
+def _pg_database():
+    """A PostgreSQL database of its own (dropped after), or None when no server answers."""
+    if not _up(5432):
+        yield None
+        return
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    name = f"fraudscore_bench_{secrets.token_hex(4)}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def decisionlog(b: Bench, report: list[str], rounds: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="fraudscore-bench-") as data, _pg_database() as pg:
+        variants = {"off": {**NO_LIMIT, "FRAUD_DECISION_LOG": "false"},
+                    "SQLite": {**NO_LIMIT, "FRAUD_DATA_DIR": data}}
+        if pg:
+            variants["PostgreSQL"] = {**NO_LIMIT, "FRAUD_STORE_URL": pg}
+        _comparison(report, "Decision log (single transactions, 20 connections)",
+                    b.compare("decisionlog", variants, Load(20), rounds))
+
+
+def _stored_decisions(url: str) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        n = conn.execute(text("SELECT count(*) FROM decisions")).scalar_one()
+    engine.dispose()
+    return n
+
+
+def _sum(metrics: str, prefix: str) -> float:
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in metrics.splitlines() if ln.startswith(prefix))
+
+
+def ingest(b: Bench, report: list[str]) -> None:
+    with _pg_database() as pg:
+        if pg is None:
+            report += ["## Sustained ingest into PostgreSQL", "", "skipped: no PostgreSQL on 127.0.0.1:5432", ""]
+            return
+        with b.server({**NO_LIMIT, "FRAUD_STORE_URL": pg}, "ingest") as srv:
+            r = b.measure(srv, Load(4, batch_permille=1000), section="ingest")
+            answered = _kind(r, "batch 200")["count"]
+            # everything decided (warm-up and requests still in flight when wrk stopped included)
+            # must reach the store: wait for the writers, reading both sides until they agree
+            deadline = time.monotonic() + 120
+            while True:
+                time.sleep(1.0)
+                text = urllib.request.urlopen(f"{srv.url}/metrics", timeout=10).read().decode()  # noqa: S310
+                decided = _sum(text, "fraud_decisions_total{")
+                dropped = _sum(text, "fraud_decision_log_dropped_total")
+                stored = _stored_decisions(pg)
+                if stored >= decided or time.monotonic() > deadline:
+                    break
+    rate = answered * 1000 / b.seconds
+    report += ["## Sustained ingest: one 2-worker instance into PostgreSQL (1,000-row batches, 4 connections)",
+               "", "| decisions/s answered | decided (metrics) | stored | lost | dropped (counted) |",
+               "|---|---|---|---|---|",
+               f"| {rate:,.0f} | {decided:,.0f} | {stored:,} | {decided - stored:,.0f} | {dropped:,.0f} |", ""]
+    print(f"  ingest: {rate:,.0f} decisions/s, decided {decided:,.0f}, stored {stored:,}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"any of {', '.join(SECTIONS)}")
@@ -154,7 +237,7 @@ def main() -> None:
     for section in args.sections.split(","):
         print(f"{section} ...", flush=True)
         fn = globals()[section]
-        fn(b, report, args.rounds) if section in ("ratelimit", "batching", "mixed") else fn(b, report)
+        fn(b, report, args.rounds) if section in COMPARED else fn(b, report)
     (out / "bench.md").write_text("\n".join(report) + "\n")
     (out / "bench.json").write_text(json.dumps({"rows": b.rows}, indent=1))
     print("\n" + "\n".join(report) + f"\nwritten to {out}/bench.md and bench.json")

@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("fraudscore.store.report", "decision quality per model version; shadow vs primary"),
     "score": ("fraudscore.offline.score", "score a CSV or Parquet file with the served model"),
     "backtest": ("fraudscore.offline.backtest", "thresholds on labelled data: costs, alert rates, a choice"),
+    "promote": ("fraudscore.training.promote", "gate a candidate model and make it the production one"),
+    "models": ("fraudscore.stages", "the model store's entries and their stage (--production: its tag)"),
 }
 
 

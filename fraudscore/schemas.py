@@ -7,10 +7,12 @@ strings (including "NaN"), booleans, null, nested values, NaN/Infinity literals 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic.functional_validators import AfterValidator, BeforeValidator
 
 from .features import FEATURES
 
@@ -166,6 +168,29 @@ class LegacyErrorOut(BaseModel):
 
 # --- The decision log's read API and labels (GET /decisions, POST /labels) ----------------------
 
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: Any) -> Any:
+    """A time as the document says (``format: date-time``, RFC 3339): not a bare number, which
+    pydantic would read as Unix seconds or milliseconds, whichever it guesses."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _RFC3339.fullmatch(value)):
+        return value
+    raise ValueError("not an RFC 3339 date-time with zone, e.g. 2026-11-30T12:00:00Z")
+
+
+def _utc(value: datetime) -> datetime:
+    """In UTC, as the store compares and keeps times; 0001-01-01T00:00:00+01:00 has no UTC time."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range: before year 1 or after 9999 in UTC") from None
+
+
+# not strict: a strict model would refuse the str the validator passes on (it is no longer JSON)
+DateTime = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339), AfterValidator(_utc)]
+
+
 class DecisionRecordOut(BaseModel):
     """One recorded verdict: what was scored, by which model, for whom, and what was decided."""
 
@@ -221,12 +246,14 @@ class DecisionsQueryIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     decision: Decision | None = None
-    since: AwareDatetime | None = Field(default=None, description="created at or after (ISO 8601, with zone)")
-    until: AwareDatetime | None = Field(default=None, description="created before (ISO 8601, with zone)")
+    since: DateTime | None = Field(default=None, description="created at or after (ISO 8601, with zone)")
+    until: DateTime | None = Field(default=None, description="created before (ISO 8601, with zone)")
     model_version: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     role: Literal["primary", "shadow", "all"] = "primary"
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
-    cursor: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    cursor: Annotated[str, Field(min_length=1, max_length=512)] | None = Field(
+        default=None, json_schema_extra={"format": "cursor"},
+        description="next_cursor of the previous page (opaque); any other value is answered 400")
 
 
 LABEL_CLOCK_SKEW = timedelta(minutes=5)
@@ -241,7 +268,7 @@ class LabelIn(BaseModel):
     label: Literal["fraud", "legit"]
     source: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
                                  description="chargeback, review, customer, ...")]
-    observed_at: Annotated[AwareDatetime, Field(description="when the outcome was known (ISO 8601, "
+    observed_at: Annotated[DateTime, Field(description="when the outcome was known (ISO 8601, "
                                                             "with zone); not in the future")]
 
     @field_validator("observed_at")

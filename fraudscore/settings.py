@@ -14,14 +14,19 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_KEY_LENGTH = 16
+MIN_ALERT_SECRET_LENGTH = 32
+_UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
 # FRAUD_* names that clients and the developer commands read, not the service.
 CLIENT_VARIABLES = frozenset({"FRAUD_API_KEY", "FRAUD_ENV_FILE"})
 
@@ -88,12 +93,21 @@ class Settings(BaseSettings):
     engine: Literal["onnx", "sklearn"] = "onnx"
     # Merge the model calls of concurrent small requests (fraudscore/scoring/batching.py).
     adaptive_batching: bool = True
-    # Reasons per review/block verdict (and per verdict with ?explain=true).
-    reasons_top_k: Annotated[int, Field(ge=1, le=30)] = 3
+    # Reasons per review/block verdict (and per verdict with ?explain=true); 0: no reasons at all.
+    reasons_top_k: Annotated[int, Field(ge=0, le=30)] = 3
     # A challenger: scores the same transactions off the request path, recorded with role
     # "shadow" in the decision log; it never decides.
     shadow_model_tag: str | None = None
     docs_public: bool = False
+
+    # --- Promotion gate (`make promote`, fraudscore/training/promote.py; README, "Promoting a
+    # model"). Floors on the held-out figures of a candidate. Published forests on the real
+    # creditcard.csv reach AUPRC ~0.82 and recall ~0.75-0.8 at the F1-optimal threshold; the
+    # default stand-in run 0.765 / 0.74 (model/README.md). Below 30 held-out frauds a recall moves
+    # by >3 points per fraud: too few to judge.
+    promote_min_auprc: Annotated[float, Field(ge=0, le=1)] = 0.70
+    promote_min_recall: Annotated[float, Field(ge=0, le=1)] = 0.70
+    promote_min_frauds: Annotated[int, Field(ge=1)] = 30
 
     # --- Request limits (fraudscore/edge/protocol.py, fraudscore/edge/app.py) -------------------
     batch_max_items: Annotated[int, Field(ge=1, le=100_000)] = 1_000
@@ -142,6 +156,28 @@ class Settings(BaseSettings):
     decision_retention_days: Annotated[int, Field(ge=1, le=10_000)] = 400
     # The sliding window of the quality figures (precision, recall, alert rate, label delay).
     quality_window_days: Annotated[int, Field(ge=1, le=3_650)] = 30
+    # How often each worker refreshes the quality gauges (fraud_quality_*) from the store; 0: never.
+    quality_refresh_s: Annotated[float, Field(ge=0, le=86_400)] = 300.0
+
+    # --- Logs (fraudscore/ops/logs.py) ----------------------------------------------------------
+    # "text" (BentoML's lines, for development) or "json" (one JSON object a line, with the
+    # request id, key name, route, status and latency as fields; the container sets it).
+    log_format: Literal["text", "json"] = "text"
+
+    # --- Alerts (fraudscore/alerts/; README, "Alerts and monitoring") ----------------------------
+    # Alert on a verdict whose score is at least this (0-100); unset: on `block` verdicts only.
+    alert_min_score: Annotated[int, Field(ge=0, le=100)] | None = None
+    # Destinations. Both URLs are secrets (a Slack webhook URL is its own token): never logged.
+    alert_slack_url: SecretStr | None = None
+    alert_webhook_url: SecretStr | None = None
+    # HMAC-SHA256 key of the webhook's X-Fraud-Signature; required (>= 32 characters) with a webhook.
+    alert_secret: SecretStr | None = None
+    # A link to the decision in the alert, e.g. https://console.example/decisions/{transaction_id}
+    alert_link_template: str | None = None
+    # Slack messages per minute per sender; past it, one digest a minute instead of a flood.
+    alert_budget_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 30
+    # An alert not delivered within this age is dead-lettered: "24h", "90m", "3600s" or seconds.
+    alert_max_age: timedelta = timedelta(hours=24)
 
 
     @model_validator(mode="after")
@@ -159,7 +195,46 @@ class Settings(BaseSettings):
         self.auth_failure_limit = check_rate(self.auth_failure_limit, "FRAUD_AUTH_FAILURE_LIMIT")
         if not self.rate_limit_storage.startswith(("memory://", "redis://", "rediss://")):
             raise ValueError("FRAUD_RATE_LIMIT_STORAGE must be memory:// or redis://host:port[/db]")
+        self._check_alerts()
         return self
+
+    def alert_destinations(self) -> dict[str, str]:
+        """The configured alert destinations, {"slack" | "webhook": URL}. The URLs are secrets."""
+        found = {"slack": self.alert_slack_url, "webhook": self.alert_webhook_url}
+        return {name: url.get_secret_value().strip() for name, url in found.items()
+                if url is not None and url.get_secret_value().strip()}
+
+    def _check_alerts(self) -> None:
+        # fail closed: an alert setting that cannot work stops the start, it is never ignored
+        destinations = self.alert_destinations()
+        for name, url in destinations.items():
+            parts = urlsplit(url)
+            if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"FRAUD_ALERT_{name.upper()}_URL must be an http(s):// URL")
+        secret = self.alert_secret.get_secret_value() if self.alert_secret else ""
+        if "webhook" in destinations and len(secret) < MIN_ALERT_SECRET_LENGTH:
+            raise ValueError(f"FRAUD_ALERT_WEBHOOK_URL needs FRAUD_ALERT_SECRET of at least "
+                             f"{MIN_ALERT_SECRET_LENGTH} characters (the webhook is signed with it)")
+        if destinations and not self.decision_log:
+            raise ValueError("alert destinations need FRAUD_DECISION_LOG=true (alerts are written "
+                             "with the decisions)")
+        if self.alert_link_template:
+            try:
+                self.alert_link_template.format(transaction_id="x")
+            except (KeyError, IndexError, ValueError):
+                raise ValueError("FRAUD_ALERT_LINK_TEMPLATE may only use {transaction_id}") from None
+        if self.alert_max_age <= timedelta(0):
+            raise ValueError("FRAUD_ALERT_MAX_AGE must be positive")
+
+    @field_validator("alert_max_age", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> object:
+        if isinstance(v, str):
+            m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", v.lower())
+            if m is None:
+                raise ValueError("a duration such as 24h, 90m, 3600s or 2d")
+            return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2) or "s"])
+        return v
 
     @field_validator("api_keys", "trusted_proxies", mode="before")
     @classmethod

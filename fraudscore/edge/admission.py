@@ -68,12 +68,14 @@ class Admission:
         return self.limit < MAX_LIMIT
 
     def arrival(self) -> bool:
-        """Let a new scoring request in? (At its headers, before any work is spent on it.)
-        A request let in must be passed to :meth:`done` when it is answered."""
-        if self.in_progress >= self.limit:
-            return False
+        """Let a new scoring request in? Asked at its headers, before any work is spent on it.
+        Only requests whose body has arrived count as in progress (:meth:`received`, then
+        :meth:`done` when answered): an upload that stalls holds no place."""
+        return self.in_progress < self.limit
+
+    def received(self) -> None:
+        """A request let in has its whole body: it is in progress until :meth:`done`."""
         self.in_progress += 1
-        return True
 
     def done(self) -> None:
         self.in_progress -= 1

@@ -14,6 +14,7 @@ authentication: nothing outside the table reaches BentoML's router.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from .asgi import request_id as make_request_id
 from .errors import HttpError, render
 from .handlers import Handlers
 from .keys import ApiKey, KeySource
-from .protocol import ADMITTED, ANSWERED
+from .protocol import ADMITTED, ANSWERED, LET_IN
 from .ratelimit import RateLimits
 from .request import Request
 from .routes import Route, match
@@ -96,14 +97,18 @@ class Edge:
 
         try:
             await self._handle(scope, receive, send_stamped, route, params, request_id, started)
+        except asyncio.CancelledError:  # the timeout (ops/bentoml_fixes.py) answers 504 for us
+            status = status or 504
+            raise
         finally:
-            admitted = scope.get(ADMITTED)
+            scope.pop(LET_IN, None)  # answered before its body came (403, 413...): never counted
+            admitted = scope.pop(ADMITTED, None)
             if admitted is not None:
                 admitted.done()
             status = status or scope.get(ANSWERED, 499)  # 499: the client left before the answer
             elapsed = time.perf_counter() - started
             self._count(label, scope["method"], status, elapsed)
-            if status >= 400:
+            if not 200 <= status < 300:
                 self._log_answer(scope, label, status, elapsed, request_id)
 
     def _on_lifespan(self, send):
@@ -126,17 +131,20 @@ class Edge:
 
     def _log_answer(self, scope, label: str, status: int, elapsed: float, request_id: bytes) -> None:
         """One INFO line per answer that is not a success; refusals that come in floods (429,
-        503) at most one line per interval each, with the count of the others."""
+        503) at most one line per interval each, with the count of the others. Its fields
+        (``extra``: top-level fields of a JSON line, ops/logs.py) name the key, never its value."""
         where = label if label != "other" else repr(scope["path"][:80])  # repr: no line breaks
-        args = (scope["method"][:16], where, status, elapsed * 1000, scope.get(_KEY_NAME, "-"),
-                request_id.decode(), scope.get(_ERROR, ""))
+        key_name, rid, ms = scope.get(_KEY_NAME), request_id.decode(), round(elapsed * 1000, 2)
+        args = (scope["method"][:16], where, status, ms, key_name or "-", rid, scope.get(_ERROR, ""))
+        fields = {"request_id": rid, "key": key_name, "route": label, "method": scope["method"][:16],
+                  "status": status, "latency_ms": ms}
         if status in (429, 503):
             throttled = self._floods.get(status)
             if throttled is None:
                 throttled = self._floods[status] = Throttled(log, logging.INFO, 10.0)
-            throttled.emit(_LINE, *args)
+            throttled.emit(_LINE, *args, extra=fields)
         else:  # a server error has its own ERROR line with the traceback, logged where it happened
-            log.info(_LINE, *args)
+            log.info(_LINE, *args, extra=fields)
 
     async def _handle(self, scope, receive, send, route: Route | None, params: dict[str, str],
                       request_id: bytes, started: float) -> None:
@@ -171,7 +179,9 @@ class Edge:
             status, answer = render(err, legacy)
             headers = err.headers
         except Exception:  # the model or our code failed: a server error, logged with its cause
-            log.exception("%s %s failed", scope["method"], scope["path"])
+            log.exception("%s %s failed", scope["method"], scope["path"], extra={
+                "request_id": request_id.decode(), "key": scope.get(_KEY_NAME),
+                "route": route.path if route is not None else "other"})
             status, answer = render(HttpError(500, "", "internal error (see the server log)"), legacy)
             headers = []
         if isinstance(answer, bytes | str):

@@ -49,12 +49,19 @@ SCRIPT_HEADERS = [(b"content-type", b"text/javascript; charset=utf-8"), _CSP]
 _SECURITY = [{"ApiKeyHeader": []}, {"BearerAuth": []}]
 _REQUEST_ID = {"description": "The caller's X-Request-ID if valid, else one generated for this request",
                "schema": {"type": "string"}}
+_REQUEST_ID_ALWAYS = {**_REQUEST_ID, "required": True}
 _RETRY = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
-_RATE = {**_RETRY, **{h: {"description": d, "schema": {"type": "integer"}} for h, d in (
-    ("RateLimit-Limit", "Requests allowed per window"), ("RateLimit-Remaining", "Left in this window"),
-    ("RateLimit-Reset", "Seconds until the window resets"))},
-         "RateLimit-Policy": {"description": "limit;w=window seconds", "schema": {"type": "string"}}}
+# every 429 has them all (ratelimit.py)
+_RATE = {name: {"description": text, "schema": {"type": kind}, "required": True} for name, text, kind in (
+    ("Retry-After", "Seconds to wait", "integer"),
+    ("RateLimit-Limit", "Requests allowed per window", "integer"),
+    ("RateLimit-Remaining", "Left in this window", "integer"),
+    ("RateLimit-Reset", "Seconds until the window resets", "integer"),
+    ("RateLimit-Policy", "limit;w=window seconds", "string"))}
 _PLAIN = {"/metrics": "text/plain", "/": "text/html", "/docs.js": "text/javascript"}
+# Answered below the edge (protocol.py: 408, 431; BentoML's timeout: 504): the native error body on
+# every route, the legacy one included (so is the overload shed's 503); the 504 has no X-Request-ID.
+_BELOW_EDGE = frozenset({408, 431, 504})
 
 
 def _models(settings: Settings) -> dict[str, tuple[Any, str]]:
@@ -100,7 +107,7 @@ def _operation(route: Route, method: str, settings: Settings, refs: dict[str, di
         op["parameters"] = params
     if route.request_body:
         op["requestBody"] = {"required": True, "content": _json(_ref(route.request_body))}
-    ok: dict[str, Any] = {"description": "OK", "headers": {"X-Request-ID": _REQUEST_ID}}
+    ok: dict[str, Any] = {"description": "OK", "headers": {"X-Request-ID": _REQUEST_ID_ALWAYS}}
     if route.response_body == "FraudScoreList":
         ok["content"] = _json({"type": "array", "items": _ref("FraudScoreOut")})
     elif route.response_body:
@@ -112,10 +119,12 @@ def _operation(route: Route, method: str, settings: Settings, refs: dict[str, di
     op["responses"] = {"200": ok}
     statuses = set(route.errors) | ({403, 429} if keyed else set())
     for status in sorted(statuses):
-        body = _ref("LegacyErrorOut" if route.legacy else "ErrorOut")
+        body = _ref("LegacyErrorOut" if route.legacy and status not in _BELOW_EDGE else "ErrorOut")
+        if route.legacy and status == 503:  # no model: the legacy body; shed: the native one
+            body = {"anyOf": [_ref("LegacyErrorOut"), _ref("ErrorOut")]}
         if route.path == "/readyz" and status == 503:
             body = _ref("ReadinessOut")
-        headers = {"X-Request-ID": _REQUEST_ID}
+        headers = {"X-Request-ID": _REQUEST_ID if status == 504 else _REQUEST_ID_ALWAYS}
         headers |= _RATE if status == 429 else _RETRY if status == 503 and route.hot else {}
         op["responses"][str(status)] = {"description": STATUS_TEXT[status], "headers": headers,
                                         "content": _json(body)}

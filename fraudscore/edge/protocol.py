@@ -42,7 +42,8 @@ LINGER_S = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
 ARRIVED = "fraudscore.arrived"  # scope key: monotonic time the request's body was complete
 ANSWERED = "fraudscore.status"  # scope key: a status this protocol sent instead of the app
-ADMITTED = "fraudscore.admitted"  # scope key: the admission controller that let the request in
+ADMITTED = "fraudscore.admitted"  # scope key: the admission controller counting the request
+LET_IN = "fraudscore.let_in"  # scope key: let in at its headers, counted once its body is complete
 
 log = logging.getLogger("bentoml.fraudscore")
 _bad_requests = Throttled(log, logging.INFO, 10.0)  # one line per kind and interval: floods are cheap
@@ -173,7 +174,17 @@ class HardenedProtocol(HttpToolsProtocol):
         self._in_message = False
         self._cancel_deadline()
         self.scope[ARRIVED] = time.monotonic()
+        self._count_in(self.scope)
         super().on_message_complete()
+
+    @staticmethod
+    def _count_in(scope) -> None:
+        """A request let in counts as in progress from its complete body on (a stalled upload
+        holds no place); the edge calls ``done()`` on ADMITTED when it has answered."""
+        admission = scope.pop(LET_IN, None)
+        if admission is not None:
+            admission.received()
+            scope[ADMITTED] = admission
 
     def _start_asgi_task(self, cycle, app) -> None:
         route = match(cycle.scope["path"])[0]
@@ -181,7 +192,9 @@ class HardenedProtocol(HttpToolsProtocol):
             if not self.admission.arrival():
                 self._shed(cycle, route.path)
                 return
-            cycle.scope[ADMITTED] = self.admission  # the edge calls done() when it has answered
+            cycle.scope[LET_IN] = self.admission
+            if ARRIVED in cycle.scope:  # a pipelined request whose body came before its turn
+                self._count_in(cycle.scope)
         super()._start_asgi_task(cycle, app)
 
     def _shed(self, cycle, label: str) -> None:
@@ -230,7 +243,7 @@ class HardenedProtocol(HttpToolsProtocol):
             cycle.disconnected = True  # the app's receive() says the client went away
             cycle.message_event.set()
             metrics.REJECTED.labels(reason=f"{phase}_timeout").inc()
-            self._write_error(408, f"request {phase} not complete within {seconds:g} s")
+            self._write_error(408, f"request {phase} not complete within {seconds:g} s", cycle.scope)
             self._linger()
             return
         self._refuse(408, f"request {phase} not complete within {seconds:g} s", f"{phase}_timeout")
@@ -244,11 +257,14 @@ class HardenedProtocol(HttpToolsProtocol):
         self._write_error(status, message)
         self._linger()
 
-    def _write_error(self, status: int, message: str) -> None:
-        body = json.dumps({"error": message}).encode()
+    def _write_error(self, status: int, message: str, scope=None) -> None:
+        scope = scope if scope is not None else getattr(self, "scope", None)
+        headers = scope.get("headers", []) if isinstance(scope, dict) else []
+        body = json.dumps({"error": message}, separators=(",", ":")).encode()  # compact, as the app's
         self.transport.write(b"".join((
             STATUS_LINE[status], b"content-type: application/json\r\ncontent-length: ",
-            str(len(body)).encode(), b"\r\nconnection: close\r\n\r\n", body)))
+            str(len(body)).encode(), b"\r\nx-request-id: ", request_id({"headers": headers}),
+            b"\r\nconnection: close\r\n\r\n", body)))
 
     def _close_after_answer(self) -> None:
         if self._in_message:  # the client may still be sending this request

@@ -208,6 +208,34 @@ DECISION_LOG_BATCH_SECONDS = Histogram(
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
 )
 
+# The alert outbox (fraudscore/alerts/). Every worker's sender reads the same table, so the gauges
+# are the same figure seen by each live worker: "livemax", never a sum.
+ALERTS_OUTBOX_DEPTH = Gauge(
+    name="fraud_alerts_outbox_depth",
+    documentation="Alerts waiting in the outbox (pending rows, every destination)",
+    multiprocess_mode="livemax",
+)
+ALERTS_OLDEST_PENDING_SECONDS = Gauge(
+    name="fraud_alerts_oldest_pending_seconds",
+    documentation="Age of the oldest pending alert, from its decision (0 when none is waiting)",
+    multiprocess_mode="livemax",
+)
+ALERTS_SENT = Counter(
+    name="fraud_alerts_sent",
+    documentation="Alerts delivered (a Slack digest counts every alert it stands for)",
+    labelnames=["destination"],
+)
+ALERTS_FAILED = Counter(
+    name="fraud_alerts_failed",
+    documentation="Failed delivery attempts (each is retried with backoff, or dead-lettered)",
+    labelnames=["destination"],
+)
+ALERTS_DEAD_LETTERED = Counter(
+    name="fraud_alerts_dead_lettered",
+    documentation="Alerts given up: refused by the receiver (4xx) or older than FRAUD_ALERT_MAX_AGE",
+    labelnames=["destination"],
+)
+
 
 def observe_many(histogram_child, values: np.ndarray) -> None:
     """``histogram_child.observe(v)`` for every value, with one update per bucket.
@@ -224,3 +252,21 @@ def observe_many(histogram_child, values: np.ndarray) -> None:
         if n:
             histogram_child._buckets[i].inc(n)
     histogram_child._sum.inc(float(values.sum()))
+
+# Decision quality over FRAUD_QUALITY_WINDOW_DAYS (fraudscore/store/quality_gauges.py): every
+# worker computes the same figures from the same store, so the most recent value is the value.
+_QUALITY = {"multiprocess_mode": "livemostrecent", "labelnames": ["model_version", "role"]}
+QUALITY_PRECISION = Gauge(name="fraud_quality_precision",
+                          documentation="Labelled frauds blocked / labelled blocked, in the window",
+                          **_QUALITY)
+QUALITY_RECALL = Gauge(name="fraud_quality_recall",
+                       documentation="Labelled frauds blocked / labelled frauds, in the window", **_QUALITY)
+QUALITY_ALERT_RATE = Gauge(name="fraud_quality_alert_rate",
+                           documentation="Share of transactions sent to review or blocked, in the window",
+                           **_QUALITY)
+QUALITY_LABELLED = Gauge(name="fraud_quality_labelled_transactions",
+                         documentation="Transactions with a current label, in the window", **_QUALITY)
+QUALITY_LABEL_DELAY = Gauge(name="fraud_quality_label_delay_seconds",
+                            documentation="Label delay (first decision to label received), by quantile",
+                            multiprocess_mode="livemostrecent",
+                            labelnames=["model_version", "role", "quantile"])

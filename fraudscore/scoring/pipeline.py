@@ -96,7 +96,8 @@ class ScoringPipeline:
         try:
             scorer = _load_scorer(settings.model_tag, settings)
         except _Unavailable as exc:
-            log.error("model unavailable, serving 503 until restarted: %s", exc)
+            log.error("model unavailable, serving 503 until restarted: %s", exc,
+                      extra={"event": "model_unavailable", "model_tag": settings.model_tag})
             metrics.MODEL_READY.labels(model_version=settings.model_tag).set(0)
             return cls(None, str(exc))
         batcher = ModelBatcher(scorer.predict, settings.batch_max_items) \
@@ -104,17 +105,21 @@ class ScoringPipeline:
         log.info("loaded %s with %s (block >= %d, review >= %d, %s thresholds, adaptive batching %s, "
                  "reasons %s)", scorer.version, scorer.forest.engine, scorer.thresholds.block,
                  scorer.thresholds.review, settings.threshold_mode, "on" if batcher else "off",
-                 "on" if scorer.explainer else "UNAVAILABLE (retrain)")
+                 "on" if scorer.explainer else "UNAVAILABLE (retrain)",
+                 extra={"event": "model_loaded", "model_version": scorer.version, "role": "primary"})
         metrics.MODEL_READY.labels(model_version=scorer.version).set(1)
         pipeline = cls(scorer, None, batcher, decision_log)
         if settings.shadow_model_tag:
             try:
                 shadow = _load_scorer(settings.shadow_model_tag, settings, counted=False)
             except _Unavailable as exc:  # the primary serves on; the challenger is not scored
-                log.error("shadow model unavailable, not scored: %s", exc)
+                log.error("shadow model unavailable, not scored: %s", exc,
+                          extra={"event": "model_unavailable", "model_tag": settings.shadow_model_tag,
+                                 "role": "shadow"})
             else:
                 pipeline.shadow = Shadow(shadow, pipeline._record)
-                log.info("shadow model %s scores the same transactions (never decides)", shadow.version)
+                log.info("shadow model %s scores the same transactions (never decides)", shadow.version,
+                         extra={"event": "model_loaded", "model_version": shadow.version, "role": "shadow"})
         return pipeline
 
     def bulk_lane(self) -> asyncio.Lock:

@@ -168,7 +168,7 @@ class Scorer:
         if warnings:
             for i, found in warnings.items():
                 out[i]["warnings"] = found
-        if flagged and self.explainer is not None:
+        if flagged and self.explainer is not None and self.top_k:
             for i, reasons in zip(flagged, self.explainer.reasons(X[flagged], self.top_k), strict=True):
                 out[i]["reasons"] = reasons
         if self.counted:

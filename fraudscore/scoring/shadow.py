@@ -51,7 +51,9 @@ class Shadow:
         try:
             proba = self.scorer.predict(X)
         except Exception:
-            log.exception("the shadow model %s failed; its verdicts are not recorded", self.scorer.version)
+            log.exception("the shadow model %s failed; its verdicts are not recorded", self.scorer.version,
+                          extra={"event": "model_failed", "model_version": self.scorer.version,
+                                 "role": "shadow"})
             return
         ids = [i for _, batch_ids, _ in queued for i in batch_ids]
         verdicts = self.scorer.verdicts(X, proba, ids)

@@ -1,11 +1,14 @@
 """Quality of the decisions in a sliding window, per model version and role, counted in SQL.
 
-Definitions (README, "The decision store"): an *alert* is a review or block decision; a decision
-is *labelled* when its transaction has a current label. Precision and recall are at the block
+Definitions (README, "The decision store"): each transaction counts once per model version and
+role, by its latest decision in the window (a transaction scored twice is one decision, not two);
+an *alert* is a review or block decision; a decision is *labelled* when its transaction has a
+current label. Precision and recall are at the block
 threshold, on labelled decisions: precision = labelled frauds blocked / labelled decisions
 blocked; recall = labelled frauds blocked / labelled frauds; recall_with_review counts review
-decisions as caught too. Label delay = the current label's received_at - the decision's
-created_at, median and 90th percentile (nearest rank). Ratios with a zero denominator are None.
+decisions as caught too. Label delay = the current label's received_at - the transaction's
+first decision in the window (never negative when it is scored again after its label), median
+and 90th percentile (nearest rank). Ratios with a zero denominator are None.
 """
 
 from __future__ import annotations
@@ -49,21 +52,27 @@ def quality(engine: Engine, window: timedelta, now: datetime | None = None) -> l
     cur = current_labels()
     fraud = cur.c.label == "fraud"
     labelled = cur.c.label.is_not(None)
-    alert = d.decision != "approve"
-    block = d.decision == "block"
-    base = (select(decisions).outerjoin(cur, cur.c.transaction_id == d.transaction_id)
-            .where(d.created_at >= start, d.created_at < end))
+    per = (d.transaction_id, d.model_version, d.role)
+    t = select(d.transaction_id, d.model_version, d.role, d.decision,
+               func.min(d.created_at).over(partition_by=per).label("first_at"),
+               func.row_number().over(partition_by=per,
+                                      order_by=(desc(d.created_at), desc(d.id))).label("rn"),
+               ).where(d.created_at >= start, d.created_at < end).subquery("per_tx").c
+    alert = t.decision != "approve"
+    block = t.decision == "block"
+    base = (select(t.model_version).select_from(t.transaction_id.table)
+            .outerjoin(cur, cur.c.transaction_id == t.transaction_id).where(t.rn == 1))
     counts = base.with_only_columns(
-        d.model_version, d.role, func.count().label("decisions"), _n(alert).label("alerts"),
+        t.model_version, t.role, func.count().label("decisions"), _n(alert).label("alerts"),
         _n(block).label("blocked"), _n(labelled).label("labelled"), _n(fraud).label("labelled_frauds"),
         _n(and_(block, labelled)).label("blocked_labelled"), _n(and_(block, fraud)).label("blocked_frauds"),
         _n(and_(alert, fraud)).label("alerted_frauds"),
-    ).group_by(d.model_version, d.role).order_by(d.model_version, d.role)
-    delay = _seconds_between(engine.dialect.name, d.created_at, cur.c.received_at)
+    ).group_by(t.model_version, t.role).order_by(t.model_version, t.role)
+    delay = _seconds_between(engine.dialect.name, t.first_at, cur.c.received_at)
     ranked = base.with_only_columns(
-        d.model_version, d.role, delay.label("delay"),
-        func.row_number().over(partition_by=(d.model_version, d.role), order_by=delay).label("rn"),
-        func.count().over(partition_by=(d.model_version, d.role)).label("n"),
+        t.model_version, t.role, delay.label("delay"),
+        func.row_number().over(partition_by=(t.model_version, t.role), order_by=delay).label("rn"),
+        func.count().over(partition_by=(t.model_version, t.role)).label("n"),
     ).where(labelled).subquery()
     r = ranked.c
 

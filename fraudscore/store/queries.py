@@ -67,10 +67,11 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         t, i = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         when = datetime.fromisoformat(t)
-        if when.tzinfo is None or not isinstance(i, int) or isinstance(i, bool):
+        # a row id is a signed 64-bit integer; a time must have a UTC one (not 0001-01-01T00:00+01:00)
+        if when.tzinfo is None or not isinstance(i, int) or isinstance(i, bool) or not -(2**63) <= i < 2**63:
             raise ValueError
-        return when, i
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        return when.astimezone(UTC), i
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor("cursor is not one this API returned") from None
 
 

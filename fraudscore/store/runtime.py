@@ -11,14 +11,17 @@ import asyncio
 import logging
 import threading
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..settings import Settings
+from .batches import BatchHook
 from .engine import create_store_engine, describe_error, redact
 from .labels import add_labels
 from .migrate import migrate
+from .quality_gauges import QualityGauges
 from .queries import get_decision, list_decisions
 from .writer import DecisionLog
 
@@ -29,18 +32,38 @@ class StoreUnavailable(RuntimeError):
     """The decision store cannot answer now; the message says why (no secret in it)."""
 
 
+class Alerting(Protocol):
+    """What the store needs of the alerts (fraudscore/alerts/, which imports the store, not the
+    reverse): a hook run in each batch's transaction, and a sender to start and stop."""
+
+    on_batch: BatchHook
+
+    def start(self, engine: Engine) -> None: ...
+    def close(self, timeout: float = 10.0) -> None: ...
+    def describe(self) -> str: ...
+
+
 class Store:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, alerts: Alerting | None = None) -> None:
         url = settings.resolved_store_url()
         self.where = redact(url)
         self.engine = create_store_engine(url)
         self.decision_log: DecisionLog | None = None
+        self.alerts = alerts if settings.decision_log else None  # settings refuse that combination
         if settings.decision_log:  # its writer migrates the schema first (retrying while down)
             self.decision_log = DecisionLog(self.engine, buffer=settings.decision_buffer,
-                                            retention_days=settings.decision_retention_days)
+                                            retention_days=settings.decision_retention_days,
+                                            on_batch=self.alerts.on_batch if self.alerts else None)
         else:  # nothing is written, but the read API needs the schema
             threading.Thread(target=self._migrate, name="store-migrate", daemon=True).start()
-        log.info("decision store: %s (decision log %s)", self.where, "on" if self.decision_log else "off")
+        self.quality: QualityGauges | None = None
+        if settings.quality_refresh_s > 0:
+            self.quality = QualityGauges(self.engine, settings.quality_window_days,
+                                         settings.quality_refresh_s)
+        if self.alerts is not None:  # the sender retries until the writer has migrated the schema
+            self.alerts.start(self.engine)
+        log.info("decision store: %s (decision log %s; alerts %s)", self.where,
+                 "on" if self.decision_log else "off", self.alerts.describe() if self.alerts else "off")
 
     def _migrate(self) -> None:
         try:
@@ -64,7 +87,12 @@ class Store:
         return await self._call(add_labels, items, now)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Flush the decision log (SIGTERM and shutdown), then release the connections."""
+        """Stop the alert sender (what it holds is handed back to the outbox), flush the decision
+        log (SIGTERM and shutdown; its alerts reach the outbox with it), release the connections."""
+        if self.alerts is not None:
+            self.alerts.close(timeout)
+        if self.quality is not None:
+            self.quality.close()
         if self.decision_log is not None:
             report = self.decision_log.close(timeout)
             log.info("decision log closed: %d written, %d dropped", report.written, report.dropped)

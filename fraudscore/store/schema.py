@@ -4,7 +4,9 @@ test holds the two equal.
 ``decisions`` is append-only: one row per verdict, primary or shadow, with the 30 features as
 columns named after :data:`fraudscore.features.FEATURES`. ``labels`` is append-only too: every
 label ever received; a transaction's *current* label is the one with the latest ``observed_at``
-(ties: the latest ``received_at``, then the highest id).
+(ties: the latest ``received_at``, then the highest id). ``alert_outbox`` holds one row per alert
+and destination, written in the decisions' transaction and worked off by the alert sender
+(fraudscore/alerts/).
 """
 
 from __future__ import annotations
@@ -101,4 +103,27 @@ labels = Table(
     # the same label from the same source for the same moment is one label (idempotent POSTs);
     # its leading transaction_id serves the lookups by transaction too
     UniqueConstraint("transaction_id", "label", "source", "observed_at", name="uq_labels_item"),
+)
+
+OUTBOX_STATES = ("pending", "sent", "dead")
+
+alert_outbox = Table(
+    "alert_outbox", metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    # the idempotency key (X-Fraud-Alert-Id): one per alert, the same for every destination
+    Column("alert_id", String(36), nullable=False),
+    Column("destination", String(16), nullable=False),
+    Column("transaction_id", String(128), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),  # the decision's time
+    Column("payload", _Json, nullable=False),  # the alert's fields (fraudscore/alerts/outbox.py)
+    Column("status", String(8), nullable=False),
+    Column("attempts", Integer(), nullable=False),
+    # when the row may next be claimed: its backoff, or the lease of the sender delivering it
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("sent_at", UTCDateTime()),
+    Column("last_error", String(300)),
+    UniqueConstraint("alert_id", "destination", name="uq_alert_outbox_item"),
+    # the sender's claim (pending rows by due time) and the depth / oldest figures
+    Index("ix_alert_outbox_due", "status", "next_attempt_at"),
+    Index("ix_alert_outbox_created", "status", "created_at"),
 )

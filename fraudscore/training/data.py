@@ -52,6 +52,19 @@ class Dataset:
     source: str  # human-readable origin
     sha256: str  # of the file, or of the generated arrays
 
+    @property
+    def standin(self) -> bool:
+        """Generated (wholly or in part), not real transactions."""
+        return is_standin(self.source)
+
+
+STANDIN_SOURCE = "generated stand-in"
+
+
+def is_standin(source: str) -> bool:
+    """A data source (as the model entry records it) that is, or includes, the generated stand-in."""
+    return STANDIN_SOURCE in source
+
 
 def _student_t(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """Student-t draws scaled to unit variance."""
@@ -106,7 +119,7 @@ def generate(rows: int = 100_000, seed: int = 42, fraud_rate: float = FRAUD_RATE
     order = np.argsort(X[:, 0], kind="stable")  # chronological, like the real file
     X, y = X[order], y[order]
     digest = hashlib.sha256(X.tobytes() + y.tobytes()).hexdigest()
-    return Dataset(X, y, f"generated stand-in (rows={rows}, seed={seed})", digest)
+    return Dataset(X, y, f"{STANDIN_SOURCE} (rows={rows}, seed={seed})", digest)
 
 
 def load_csv(path: str | Path) -> Dataset:

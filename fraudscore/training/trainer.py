@@ -123,7 +123,8 @@ def alert_rates(scores: np.ndarray) -> list[float]:
     return (np.cumsum(counts[::-1])[::-1] / max(len(scores), 1)).tolist()
 
 
-def _metrics(y: np.ndarray, proba: np.ndarray, th: Thresholds) -> dict[str, float]:
+def held_out_metrics(y: np.ndarray, proba: np.ndarray, th: Thresholds) -> dict[str, float]:
+    """AUPRC, ROC-AUC, precision and recall at the block threshold, review share, of held-out rows."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     scores = to_scores(proba)
@@ -165,18 +166,46 @@ def _versions() -> dict[str, str]:
     return {"python": platform.python_version(), **{p: version(p) for p in pkgs}}
 
 
+def check_parity(model: Any, onnx_bytes: bytes, X: np.ndarray) -> float:
+    """The largest difference between the ONNX graph's and ``model``'s fraud probabilities on
+    ``X``; :class:`ParityError` past :data:`PARITY_TOLERANCE`."""
+    onnx_proba = OnnxForest(onnx_bytes).predict_proba(X)
+    diff = float(np.max(np.abs(model.predict_proba(X)[:, 1] - onnx_proba)))
+    if not diff <= PARITY_TOLERANCE:
+        raise ParityError(f"ONNX differs from scikit-learn by {diff:.3g} (> {PARITY_TOLERANCE})")
+    return diff
+
+
 def train(data: Dataset, cfg: TrainConfig = TrainConfig(), progress: bool = True,
           log: Any = print) -> TrainResult:
     """Train, verify and register; nothing is registered if any step fails."""
-    import skops.io as sio
-
     X, y = data.X, data.y
-    train_idx, val_idx, test_idx = _split(y, cfg)
+    split = _split(y, cfg)
+    train_idx, val_idx, test_idx = split
     log(f"data: {data.source}: {y.size} rows, {int(y.sum())} frauds "
         f"(train {train_idx.size} / validation {val_idx.size} / test {test_idx.size})")
     if cfg.calibration not in OFFERED:
         raise ValueError(f"calibration must be one of {OFFERED}, got {cfg.calibration!r}")
     forest = _fit(X[train_idx], y[train_idx], cfg, progress)
+    origin = {"origin": "train.py", "data_source": data.source, "data_sha256": data.sha256,
+              "trained_on_standin": data.standin}
+    described = (f"{cfg.n_estimators} trees, max_depth {cfg.max_depth}, "
+                 f"min_samples_leaf {cfg.min_samples_leaf}, max_features {cfg.max_features}")
+    hyper = {k: "none" if v is None else v for k, v in cfg.__dict__.items()}
+    return finish(forest, data, split, cfg, origin, hyper, described, log)
+
+
+def finish(forest: Any, data: Dataset, split: tuple[np.ndarray, np.ndarray, np.ndarray],
+           cfg: TrainConfig, origin: dict[str, Any], hyperparameters: dict[str, Any],
+           described: str, log: Any = print) -> TrainResult:
+    """Everything after the fit, for a trained or an imported forest: calibration study, ONNX
+    export and parity on the test split, explainer, thresholds (validation split), metrics (test
+    split), report, and one new entry, a candidate. ``origin`` goes into the metadata (data
+    source, where the forest came from); nothing is registered if any step fails."""
+    import skops.io as sio
+
+    X, y = data.X, data.y
+    train_idx, val_idx, test_idx = split
     study = calibration.study(forest, X[val_idx], y[val_idx], X[test_idx], y[test_idx])
     # what is served: the forest, or (asked for) the forest behind its calibration
     model = forest if cfg.calibration == "none" else study.models[cfg.calibration]
@@ -185,9 +214,7 @@ def train(data: Dataset, cfg: TrainConfig = TrainConfig(), progress: bool = True
     onnx_bytes = _to_onnx(model)
     engine = OnnxForest(onnx_bytes)
     test_proba = engine.predict_proba(X[test_idx])
-    diff = float(np.max(np.abs(model.predict_proba(X[test_idx])[:, 1] - test_proba)))
-    if not diff <= PARITY_TOLERANCE:
-        raise ParityError(f"ONNX differs from scikit-learn by {diff:.3g} (> {PARITY_TOLERANCE})")
+    diff = check_parity(model, onnx_bytes, X[test_idx])
 
     log("exporting the explainer and checking that explanations add up to the ONNX probabilities")
     # Reasons explain the forest: with calibration on, its probability before the calibration
@@ -200,7 +227,7 @@ def train(data: Dataset, cfg: TrainConfig = TrainConfig(), progress: bool = True
 
     val_scores = to_scores(engine.predict_proba(X[val_idx]))
     thresholds = choose(val_scores, y[val_idx], cfg.review_budget)
-    metrics = _metrics(y[test_idx], test_proba, thresholds)
+    metrics = held_out_metrics(y[test_idx], test_proba, thresholds)
     metrics["brier"] = study.metrics[cfg.calibration]["brier"]
     metrics["onnx_max_abs_diff"] = diff
 
@@ -218,13 +245,15 @@ def train(data: Dataset, cfg: TrainConfig = TrainConfig(), progress: bool = True
     }
     metadata = {
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "data_source": data.source,
-        "data_sha256": data.sha256,
+        **origin,
+        # the data the held-out metrics and thresholds come from (for a trained model, its own)
+        "evaluation_source": data.source,
+        "evaluated_on_standin": data.standin,
         "rows": int(y.size),
         "frauds": int(y.sum()),
         "metrics": metrics,
         "thresholds": thresholds.as_dict(),
-        "hyperparameters": {k: "none" if v is None else v for k, v in cfg.__dict__.items()},
+        "hyperparameters": hyperparameters,
         # calibrated probabilities are served only when asked for; the report says how much it helps
         "calibration": {"served": cfg.calibration, "fitted_on": "validation split",
                         "test_split": study.metrics},
@@ -234,11 +263,11 @@ def train(data: Dataset, cfg: TrainConfig = TrainConfig(), progress: bool = True
     log("writing the training report")
     report_files = report.build(
         y[test_idx], test_proba, thresholds, importances, metrics, study, cfg.calibration,
-        {"trained at": metadata["trained_at"], "data": f"{data.source} (SHA-256 {data.sha256[:16]}...)",
+        {"trained at": metadata["trained_at"], "origin": origin["origin"],
+         "data": f"{data.source} (SHA-256 {data.sha256[:16]}...)",
          "rows": f"{y.size:,} ({int(y.sum()):,} frauds); train / validation / test "
                  f"{train_idx.size:,} / {val_idx.size:,} / {test_idx.size:,}",
-         "forest": f"{cfg.n_estimators} trees, max_depth {cfg.max_depth}, "
-                   f"min_samples_leaf {cfg.min_samples_leaf}, max_features {cfg.max_features}"})
+         "forest": described})
     skops_buf = io.BytesIO()
     sio.dump(model, skops_buf)  # a calibrated entry holds the calibrated classifier (forest inside)
     tag = artifact.register(
@@ -246,8 +275,8 @@ def train(data: Dataset, cfg: TrainConfig = TrainConfig(), progress: bool = True
          artifact.SERVING_FILE: json.dumps(serving, indent=1).encode(),
          artifact.EXPLAIN_FILE: explain_bytes, **report_files},
         metadata,
-        labels={"framework": "scikit-learn", "engine": "onnxruntime", "stage": "dev",
-                "calibration": cfg.calibration},
+        # the stage is not a label (labels cannot change after saving): fraudscore/stages.py
+        labels={"framework": "scikit-learn", "engine": "onnxruntime", "calibration": cfg.calibration},
     )
     import bentoml
 

@@ -36,6 +36,7 @@ def test_image_starts_with_the_bentos_production_configuration(bentofile):
     assert config.startswith(f"{BENTO_PATH}/src/")
     assert config.removeprefix(f"{BENTO_PATH}/src/") in bentofile["include"]
     assert envs["FRAUD_ENV_FILE"] == ""  # no dotenv file read in the image
+    assert envs["FRAUD_LOG_FORMAT"] == "json"  # log collectors get one JSON object a line
 
 
 def test_setup_script_exists_and_runs_under_sh(bentofile):

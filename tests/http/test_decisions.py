@@ -1,5 +1,7 @@
 """Reasons, transaction ids, the decision log's read API and labels, in-process (SQLite store)."""
 
+import base64
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -25,6 +27,11 @@ def _recorded(client, tx_id: str, timeout: float = 10.0) -> dict:
         assert r.status_code == 404, r.text
         time.sleep(0.05)
     raise AssertionError(f"{tx_id} was not recorded within {timeout} s")
+
+
+def _cursor(created_at: str, row_id: int) -> str:
+    """A cursor made the way the API makes its own (base64url of ``[created_at, id]``)."""
+    return base64.urlsafe_b64encode(json.dumps([created_at, row_id]).encode()).decode().rstrip("=")
 
 
 def test_flagged_verdicts_carry_reasons_and_approvals_only_when_asked(client, auth, stand_in, trained):
@@ -92,7 +99,12 @@ def test_the_review_queue_pages_oldest_first_with_a_cursor(client, auth, stand_i
             break
     assert [s for s in seen if s in ids] == ids  # every one, once, in order
     for bad in ({"cursor": "nonsense"}, {"limit": "0"}, {"decision": "maybe"}, {"since": "yesterday"},
-                {"since": "2026-01-01T00:00:00"}, {"colour": "red"}):
+                {"since": "2026-01-01T00:00:00"}, {"colour": "red"},
+                # a bare number is not a time (pydantic alone reads it as Unix seconds or ms);
+                # a time with no UTC equivalent, a cursor beyond a 64-bit row id: 400, not 500/503
+                {"until": "1700000000"}, {"since": "0001-01-01T00:00:00+01:00"},
+                {"cursor": _cursor("2026-01-01T00:00:00+00:00", 2**64)},
+                {"cursor": _cursor("0001-01-01T00:00:00+01:00", 1)}):
         r = client.get("/decisions", params=bad, headers=READER)
         assert r.status_code == 400, (bad, r.text)
         assert any(e["loc"][0] == "query" for e in r.json()["detail"]), r.json()
@@ -126,6 +138,10 @@ def test_labels_are_idempotent_superseded_and_unknown_ids_reported(client, auth,
        "observed_at": (datetime.now(UTC) + timedelta(days=2)).isoformat()}], "observed_at"),
     ([{"transaction_id": "x", "label": "fraud", "source": "re view", "observed_at": "2026-01-01T00:00:00Z"}],
      "source"),
+    ([{"transaction_id": "x", "label": "fraud", "source": "review", "observed_at": "1700000000"}],
+     "observed_at"),
+    ([{"transaction_id": "x", "label": "fraud", "source": "review", "observed_at": 1700000000}],
+     "observed_at"),
     ([], "labels"),
 ])
 def test_bad_labels_are_400_naming_the_field_and_write_nothing(client, labels, field):

@@ -132,8 +132,15 @@ def test_a_call_still_queued_when_the_timeout_comes_gets_one_504(trained, stand_
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
             return await c.post("/fraud_score", json=tx_body(stand_in, 0), headers={"X-API-Key": "k" * 20})
 
+    from fraudscore.ops import metrics
+
+    def counted() -> float:
+        return metrics.HTTP_REQUESTS.labels(route="/fraud_score", method="POST", status="504")._value.get()
+
+    before = counted()
     r = asyncio.run(run())
     assert r.status_code == 504 and "0.2 seconds" in r.json()["error"]
+    assert counted() - before == 1  # counted as what the client got, not as a client that left
 
 
 @pytest.mark.parametrize("path", ["/fraud_score/", "/model_info/", "/docs.json/"])

@@ -22,7 +22,7 @@ from fraudscore.devtools import free_port, kill_group
 
 ROOT = Path(__file__).resolve().parents[2]
 BENTOML = str(ROOT / ".venv" / "bin" / "bentoml")
-READY_TIMEOUT = 40.0
+READY_TIMEOUT = 90.0  # a loaded 2-core machine took 40 s to start two workers
 HOST = "127.0.0.1"
 
 

@@ -1,4 +1,4 @@
-"""`bentoml build` (what `make build` runs): a bento with the model and no secret."""
+"""`bentoml build` (what `make build` runs): a bento with the production model and no secret."""
 
 import os
 import subprocess
@@ -14,18 +14,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bento_carries_service_model_and_configuration_but_no_secret(trained, tmp_path):
-    import bentoml
+    """What `make build` does: the production model pinned into a generated bentofile, then
+    `bentoml build -f` on it."""
+    from fraudscore import devtools, stages
 
-    latest = str(bentoml.models.get("fraud_detector:latest").tag)  # what bentofile.yaml packs
+    stages.promote(trained.tag, {"checks": [], "note": "test_build: a real record, no gate run"})
+    bentofile = tmp_path / "bentofile.yaml"
+    assert devtools.production_bentofile(str(bentofile)) == 0
     env = dict(os.environ)
-    done = subprocess.run([str(ROOT / ".venv/bin/bentoml"), "build", "--output", "tag"],
+    done = subprocess.run([str(ROOT / ".venv/bin/bentoml"), "build", "-f", str(bentofile), "--output", "tag"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     tag = done.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
     name, version = tag.split(":")
     bento = Path(os.environ["BENTOML_HOME"]) / "bentos" / name / version
     info = yaml.safe_load((bento / "bento.yaml").read_text())
-    assert [m["tag"] for m in info["models"]] == [latest]
+    assert [m["tag"] for m in info["models"]] == [trained.tag]
+    assert {e["name"]: e["value"] for e in info["envs"]}["FRAUD_MODEL_TAG"] == trained.tag
     src = {p.relative_to(bento / "src").as_posix() for p in (bento / "src").rglob("*") if p.is_file()}
     assert {"service.py", "configuration.yaml", "fraudscore/scoring/pipeline.py"} <= src
     assert not any(p.startswith(("tests/", ".venv/")) or p.endswith(".env") for p in src)

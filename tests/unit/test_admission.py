@@ -13,7 +13,10 @@ def test_short_waits_keep_every_request_coming_in():
     adm = Admission(target_ms=25, interval_ms=100)
     assert all(_feed(adm, 0.0, 1.0, 1000, 1 * MS))
     assert not adm.overloaded and adm.limit == MAX_LIMIT
-    assert all(adm.arrival() for _ in range(MAX_LIMIT)) and not adm.arrival()  # the hard ceiling
+    assert adm.arrival()
+    for _ in range(MAX_LIMIT):
+        adm.received()  # bodies complete: in progress
+    assert not adm.arrival()  # the hard ceiling
     for _ in range(MAX_LIMIT):
         adm.done()
     assert adm.in_progress == 0
@@ -23,6 +26,7 @@ def test_a_standing_queue_shrinks_the_limit_to_what_drains():
     adm = Admission(target_ms=25, interval_ms=100)
     for _ in range(300):
         assert adm.arrival()
+        adm.received()
     for t in range(10):  # every interval the shortest wait is 40 ms: the queue stands
         _feed(adm, t * 0.1, 0.1, 500, 40 * MS)
     assert adm.overloaded and MIN_LIMIT <= adm.limit < 300 * 0.9 ** 5
@@ -52,3 +56,9 @@ def test_few_requests_or_a_quiet_gap_are_no_evidence_of_overload():
     adm.admit(1 * MS, 30.0)  # long after: that queue is history
     adm.admit(1 * MS, 30.2)
     assert adm.limit == MAX_LIMIT
+
+
+def test_only_requests_with_their_body_count_as_in_progress():
+    adm = Admission(target_ms=25, interval_ms=100)
+    assert all(adm.arrival() for _ in range(5 * MAX_LIMIT))  # headers only: stalled uploads
+    assert adm.in_progress == 0 and adm.arrival()

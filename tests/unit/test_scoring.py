@@ -124,3 +124,15 @@ def _reference_forest(trained):
 
     path = artifact.load(trained.tag).path / artifact.SKOPS_FILE
     return sio.load(path, trusted=["sklearn.tree._tree.Tree"])
+
+
+def test_reasons_follow_the_top_k_setting_and_zero_turns_them_off(trained, stand_in):
+    frauds = np.flatnonzero(stand_in.y == 1)[:20]
+    X = stand_in.X[frauds]
+    for k in (0, 2):
+        scorer = ScoringPipeline.load(_settings(model_tag=trained.tag, reasons_top_k=k,
+                                                decision_log=False)).scorer
+        verdicts = scorer.verdicts(X, scorer.predict(X), [None] * len(X))
+        flagged = [v for v in verdicts if v["decision"] != "approve"]
+        assert flagged
+        assert all(len(v.get("reasons") or []) == k for v in flagged)

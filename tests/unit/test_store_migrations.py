@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_fresh_store_is_migrated_to_head_and_a_second_run_changes_nothing(store_url):
-    assert migrate(store_url) == head() == "0001"
+    assert migrate(store_url) == head() == "0002"
     assert migrate(store_url) == head()
     engine = create_store_engine(store_url)
     try:
@@ -56,10 +56,10 @@ def test_migrations_run_once_when_several_processes_start_together(store_url):
         p.stdin.flush()
     results = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0] * 3, [err[-2000:] for _, err in results]
-    assert [out.strip() for out, _ in results] == ["0001"] * 3
+    assert [out.strip() for out, _ in results] == ["0002"] * 3
     engine = create_store_engine(store_url)
     try:
-        assert current(engine) == "0001"
+        assert current(engine) == "0002"
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
     finally:
@@ -69,7 +69,7 @@ def test_migrations_run_once_when_several_processes_start_together(store_url):
 def test_the_migrate_command(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'a' / 'store.db'}"
     assert main(["--store", url]) == 0
-    assert "at revision 0001" in capsys.readouterr().out
+    assert "at revision 0002" in capsys.readouterr().out
     assert main(["--store", "mysql://u:pw@h/db"]) == 2
     err = capsys.readouterr().err
     assert "--store must be sqlite:///path or postgresql://" in err and "pw" not in err

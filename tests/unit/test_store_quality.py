@@ -97,3 +97,30 @@ def test_report_errors_are_messages(tmp_path, capsys):
         main(["--window", "30 parsecs"])
     assert exc.value.code == 2
     assert parse_window("12h") == timedelta(hours=12) and parse_window("2w") == timedelta(days=14)
+
+
+def test_a_transaction_scored_again_counts_once_by_its_latest_decision(store):
+    at = NOW - timedelta(days=1)
+    write(store, [rec("twice", 80, at=at), rec("once", 5, at=at), rec("twice", 5, at=at + 3 * H)])
+    add_labels(store, [{"transaction_id": "twice", "label": "fraud", "source": "chargeback",
+                        "observed_at": at + H}], now=at + 2 * H)  # before the second scoring
+    (row,) = quality(store, timedelta(days=30), NOW)
+    assert (row["decisions"], row["labelled"], row["labelled_frauds"], row["blocked"]) == (2, 1, 1, 0)
+    assert row["recall"] == 0.0  # its latest decision approved it
+    assert row["label_delay_p50_s"] == 2 * 3600.0  # from its first decision: never negative
+
+
+def test_the_quality_gauges_publish_the_report_figures(scored):
+    from fraudscore.edge.handlers import _collect_metrics
+    from fraudscore.store.quality_gauges import QualityGauges
+
+    gauges = QualityGauges(scored, window_days=30, interval_s=3600)
+    try:
+        gauges.refresh(now=NOW)
+    finally:
+        gauges.close()
+    text = _collect_metrics().decode()  # what /metrics answers
+    (primary,) = [ln for ln in text.splitlines()
+                  if ln.startswith("fraud_quality_recall{") and f'model_version="{V1}"' in ln]
+    assert float(primary.rsplit(" ", 1)[1]) == pytest.approx(0.3333)  # as quality() says, above
+    assert f'fraud_quality_label_delay_seconds{{model_version="{V1}",quantile="0.9",role="primary"}}' in text
