@@ -15,7 +15,8 @@ and the raw figures in results/bench-<time>/.
 Sections: table (routes x connections), ratelimit (off / in memory / Redis), batching (adaptive
 batching off / on), overload (1,000 connections: shed fast, answer everyone), mixed (single
 transactions alone vs with 5% of 1,000-row batches), reasons (reason codes off / on), decisionlog
-(off / SQLite / PostgreSQL), ingest (decisions/s from one instance into PostgreSQL, none lost).
+(off / SQLite / PostgreSQL), ingest (decisions/s from one instance into PostgreSQL, none lost),
+watch (drift off / on / on with alerts to a receiver that is down).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from harness import ROOT, Bench, Load, write_bodies, wrk_binary
 from fraudscore.devtools import ensure_model
 
 NO_LIMIT = {"FRAUD_RATE_LIMIT": "off"}
-SECTIONS = ("table", "ratelimit", "batching", "overload", "mixed", "reasons", "decisionlog", "ingest")
-COMPARED = ("ratelimit", "batching", "mixed", "reasons", "decisionlog")
+SECTIONS = ("table", "ratelimit", "batching", "overload", "mixed", "reasons", "decisionlog", "ingest", "watch")
+COMPARED = ("ratelimit", "batching", "mixed", "reasons", "decisionlog", "watch")
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
@@ -163,6 +164,16 @@ def decisionlog(b: Bench, report: list[str], rounds: int) -> None:
             variants["PostgreSQL"] = {**NO_LIMIT, "FRAUD_STORE_URL": pg}
         _comparison(report, "Decision log (single transactions, 20 connections)",
                     b.compare("decisionlog", variants, Load(20), rounds))
+
+
+def watch(b: Bench, report: list[str], rounds: int) -> None:
+    down = {"FRAUD_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/alerts",  # the discard port: refused
+            "FRAUD_ALERT_SECRET": secrets.token_urlsafe(32)}
+    variants = {"drift off, no alerts": {**NO_LIMIT, "FRAUD_DRIFT_WINDOW": "0"},
+                "drift on (default)": NO_LIMIT,
+                "drift on, alerts to a receiver that is down": {**NO_LIMIT, **down}}
+    _comparison(report, "Drift and alerts (single transactions, 20 connections, 5% fraud-like: ~5% alert)",
+                b.compare("watch", variants, Load(20), rounds))
 
 
 def _stored_decisions(url: str) -> int:
