@@ -340,12 +340,12 @@ class TestHealthyServer:
     def test_bentoml_client_with_a_token(self, http, server, stand_in):
         body = tx_body(stand_in, 4, transaction_id="via-client")
         raw = http.post("/fraud_score", json=body, headers=H).json()
-        raw_batch = http.post("/fraud_score/batch", json={"transactions": [body, tx_body(stand_in, 7)]},
-                              headers=H).json()
+        other = tx_body(stand_in, 7, transaction_id="via-client-7")  # no generated id: comparable
+        raw_batch = http.post("/fraud_score/batch", json={"transactions": [body, other]}, headers=H).json()
         with bentoml.SyncHTTPClient(server.url, token=KEY, timeout=30) as client:
             # the parameter is positional-only: the body is the transaction itself, passed positionally
             answer = client.fraud_score(body)
-            batch = client.fraud_score_batch(transactions=[body, tx_body(stand_in, 7)])
+            batch = client.fraud_score_batch(transactions=[body, other])
         # BentoML 1.4's client makes a TemporaryDirectory that close() leaves behind (a
         # ResourceWarning at exit, an error under filterwarnings=error): clean it up here.
         leftover = getattr(client, "_temp_dir", None)

@@ -130,7 +130,7 @@ def test_sklearn_engine_without_batching_serves_the_same_answers(serve, trained,
 
     srv = serve("sklearn", FRAUD_MODEL_TAG=trained.tag, FRAUD_ENGINE="sklearn",
                 FRAUD_ADAPTIVE_BATCHING="false")
-    rows = [tx_body(stand_in, i) for i in range(30)]
+    rows = [tx_body(stand_in, i, transaction_id=f"tx-{i}") for i in range(30)]
     with httpx.Client(base_url=srv.url, headers=H, timeout=10) as c:
         info = c.get("/model_info").json()
         assert (info["engine"], info["adaptive_batching"]) == ("sklearn", False)
