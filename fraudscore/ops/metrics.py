@@ -261,9 +261,6 @@ QUALITY_PRECISION = Gauge(name="fraud_quality_precision",
                           **_QUALITY)
 QUALITY_RECALL = Gauge(name="fraud_quality_recall",
                        documentation="Labelled frauds blocked / labelled frauds, in the window", **_QUALITY)
-QUALITY_ALERT_RATE = Gauge(name="fraud_quality_alert_rate",
-                           documentation="Share of transactions sent to review or blocked, in the window",
-                           **_QUALITY)
 QUALITY_LABELLED = Gauge(name="fraud_quality_labelled_transactions",
                          documentation="Transactions with a current label, in the window", **_QUALITY)
 QUALITY_LABEL_DELAY = Gauge(name="fraud_quality_label_delay_seconds",

@@ -44,10 +44,15 @@ def _window(window: timedelta, now: datetime | None) -> tuple[datetime, datetime
     return end - window, end
 
 
-def quality(engine: Engine, window: timedelta, now: datetime | None = None) -> list[dict[str, Any]]:
+def quality(engine: Engine, window: timedelta, now: datetime | None = None,
+            labelled_only: bool = False) -> list[dict[str, Any]]:
     """One dict per (model_version, role) with decisions in [now - window, now): decisions,
     alerts, blocked, labelled, labelled_frauds, alert_rate, precision, recall,
-    recall_with_review, label_delay_p50_s, label_delay_p90_s; ordered by version, role."""
+    recall_with_review, label_delay_p50_s, label_delay_p90_s; ordered by version, role.
+
+    ``labelled_only``: only labelled transactions are read (through the labels and the decisions'
+    transaction_id index, not a scan of the window), so decisions, alerts, blocked and alert_rate
+    are of labelled transactions; precision, recall and the label delay are the same."""
     start, end = _window(window, now)
     cur = current_labels()
     fraud = cur.c.label == "fraud"
@@ -57,7 +62,9 @@ def quality(engine: Engine, window: timedelta, now: datetime | None = None) -> l
                func.min(d.created_at).over(partition_by=per).label("first_at"),
                func.row_number().over(partition_by=per,
                                       order_by=(desc(d.created_at), desc(d.id))).label("rn"),
-               ).where(d.created_at >= start, d.created_at < end).subquery("per_tx").c
+               ).where(d.created_at >= start, d.created_at < end,
+                       *([d.transaction_id.in_(select(cur.c.transaction_id))] if labelled_only else [])
+                       ).subquery("per_tx").c
     alert = t.decision != "approve"
     block = t.decision == "block"
     base = (select(t.model_version).select_from(t.transaction_id.table)

@@ -28,6 +28,13 @@ from .writer import DecisionLog
 log = logging.getLogger("bentoml.fraudscore.store")
 
 
+def _first_worker() -> bool:
+    """BentoML's worker 1, or a process outside BentoML's workers (tests, the CLI)."""
+    import bentoml
+
+    return bentoml.server_context.worker_index in (None, 1)
+
+
 class StoreUnavailable(RuntimeError):
     """The decision store cannot answer now; the message says why (no secret in it)."""
 
@@ -57,7 +64,7 @@ class Store:
         else:  # nothing is written, but the read API needs the schema
             threading.Thread(target=self._migrate, name="store-migrate", daemon=True).start()
         self.quality: QualityGauges | None = None
-        if settings.quality_refresh_s > 0:
+        if settings.quality_refresh_s > 0 and _first_worker():
             self.quality = QualityGauges(self.engine, settings.quality_window_days,
                                          settings.quality_refresh_s)
         if self.alerts is not None:  # the sender retries until the writer has migrated the schema

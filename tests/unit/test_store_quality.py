@@ -124,3 +124,13 @@ def test_the_quality_gauges_publish_the_report_figures(scored):
                   if ln.startswith("fraud_quality_recall{") and f'model_version="{V1}"' in ln]
     assert float(primary.rsplit(" ", 1)[1]) == pytest.approx(0.3333)  # as quality() says, above
     assert f'fraud_quality_label_delay_seconds{{model_version="{V1}",quantile="0.9",role="primary"}}' in text
+
+
+def test_labelled_only_gives_the_same_precision_recall_and_delay(scored):
+    full = {(r["model_version"], r["role"]): r for r in quality(scored, timedelta(days=30), NOW)}
+    for row in quality(scored, timedelta(days=30), NOW, labelled_only=True):
+        same = full[(row["model_version"], row["role"])]
+        for k in ("precision", "recall", "recall_with_review", "labelled", "labelled_frauds",
+                  "label_delay_p50_s", "label_delay_p90_s"):
+            assert row[k] == same[k], k
+        assert row["decisions"] == row["labelled"]  # only labelled transactions were read
