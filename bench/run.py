@@ -234,6 +234,8 @@ def main() -> None:
     out.mkdir(parents=True)
     key = secrets.token_urlsafe(24)
     base_env = {"FRAUD_API_KEYS": key, "FRAUD_MODEL_TAG": "fraud_detector:latest",
+                # the decision log's SQLite file of this run only, not the developer's data/
+                "FRAUD_DATA_DIR": tempfile.mkdtemp(prefix="fraudscore-bench-data-"),
                 "BENTOML_HOME": os.environ.get("BENTOML_HOME", str(Path.home() / "bentoml"))}
     try:
         ensure_model({**os.environ, **base_env})
