@@ -267,3 +267,17 @@ def test_an_outbox_not_there_yet_is_retried_and_warned_about_once(tmp_path, rece
         engine.dispose()
     messages = [r.getMessage() for r in warnings_logged]
     assert len(messages) == 1 and messages[0].startswith("alert outbox unreachable for"), messages
+
+
+def test_a_failing_receiver_is_called_once_per_pause_not_once_per_alert(store, receiver):
+    receiver.status = 500  # every answer
+    enqueue(store, 200)
+    sender = sender_for(store, {"webhook": receiver.url}, backoff_base_s=0.2, backoff_max_s=2.0).start()
+    try:
+        time.sleep(3.0)
+    finally:
+        sender.close()
+    # the destination backs off as a whole (pauses of up to 0.2, 0.4, 0.8, 1.6, 2 s): a handful of
+    # calls, where one retry schedule per alert made at least one call for each of the 200
+    assert 1 <= len(receiver.requests) <= 20, len(receiver.requests)
+    assert statuses(store) == {"pending": 200}
