@@ -13,6 +13,7 @@ trust; nothing here can make an untrusted pickle safe, hence the explicit ``--tr
 from __future__ import annotations
 
 import hashlib
+import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ def load_forest(path: str | Path) -> tuple[Any, str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. a pickle of another scikit-learn version
-            obj = joblib.load(path)
+            obj = joblib.load(io.BytesIO(raw))  # the bytes hashed below, read once
     except Exception as exc:  # noqa: BLE001 (whatever a non-joblib file makes the unpickler raise)
         raise ImportRefused(f"{path} is not a joblib file ({type(exc).__name__}: {str(exc)[:100]})") from None
     if not isinstance(obj, RandomForestClassifier):
