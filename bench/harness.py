@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -84,11 +85,12 @@ class Bench:
     def server(self, env: dict[str, str], name: str) -> LocalServer:
         return LocalServer({**self.base_env, **env}, self.out / f"server-{name}.log")
 
-    def measure(self, srv: LocalServer, load: Load, **extra) -> dict:
-        self.run_wrk(srv.url, load, self.warmup)
+    def measure(self, srv: LocalServer, load: Load, warmup: bool = True, **extra) -> dict:
+        if warmup:
+            self.run_wrk(srv.url, load, self.warmup)
         r = self.run_wrk(srv.url, load, self.seconds, timeout_s=extra.pop("timeout_s", 15))
         rps = r["requests"] / (r["duration_us"] / 1e6)
-        row = {"conns": load.conns, "req_s": rps, "p50_ms": r["p50_us"] / 1e3, "p99_ms": r["p99_us"] / 1e3,
+        row = {"conns": load.conns, "req_s": rps, "requests": r["requests"], "p50_ms": r["p50_us"] / 1e3, "p99_ms": r["p99_us"] / 1e3,
                "max_ms": r["max_us"] / 1e3, "errors": r["socket_errors"] + r["non_2xx"],
                "timeouts": r["timeouts"], "by_kind": r["by_kind"],
                "worker_rss_mb": max(srv.worker_rss_mb(), default=0.0), "ready_s": srv.ready_seconds, **extra}
@@ -96,20 +98,68 @@ class Bench:
         return row
 
     def compare(self, name: str, variants: dict[str, dict[str, str]], load: Load, rounds: int) -> dict:
-        """Each variant on its own server, one after the other, ``rounds`` times: medians side by side."""
+        """Every variant on its own server, all started at once (an idle server costs nothing);
+        then ``rounds`` rounds in which each is loaded in turn (the order reversed every other
+        round). Each round's figures are taken relative to the first variant's in the same round,
+        seconds apart, and the medians of those ratios are reported: this machine's speed drifts by
+        tens of percent over minutes, which a comparison of cells minutes apart cannot tell from
+        the variants' own difference. CPU per request: the workers (``worker_us``), their child
+        processes (``child_us``, the decision log's writer) and the local PostgreSQL server
+        (``pg_us``, 0 when it is not used)."""
         runs: dict[str, list[dict]] = {v: [] for v in variants}
-        for r in range(rounds):
-            for label, env in variants.items():
-                with self.server(env, f"{name}-{label}-{r}".replace("/", "_").replace(" ", "_")) as srv:
-                    row = self.measure(srv, load, comparison=name, variant=label, round=r)
-                runs[label].append(row)
-                print(f"  {name} / {label} round {r + 1}: {row['req_s']:8,.0f} req/s  "
-                      f"p99 {row['p99_ms']:6.2f} ms  errors {row['errors']}", flush=True)
-        summary = {label: {"req_s": statistics.median(x["req_s"] for x in rs),
-                           "p99_ms": statistics.median(x["p99_ms"] for x in rs),
-                           "errors": sum(x["errors"] for x in rs)} for label, rs in runs.items()}
-        first = next(iter(summary.values()))
-        for s in summary.values():
-            s["ratio"] = s["req_s"] / first["req_s"]
-            s["p99_delta_ms"] = s["p99_ms"] - first["p99_ms"]
+        with contextlib.ExitStack() as stack:
+            servers = {label: stack.enter_context(self.server(env, f"{name}-{label}".replace("/", "_")
+                                                                 .replace(" ", "_")))
+                       for label, env in variants.items()}
+            for srv in servers.values():
+                self.run_wrk(srv.url, load, self.warmup)
+            for r in range(rounds):
+                order = list(servers.items())
+                for label, srv in order if r % 2 == 0 else order[::-1]:
+                    before = _cpu_seconds(srv)
+                    row = self.measure(srv, load, warmup=False, comparison=name, variant=label, round=r)
+                    after = _cpu_seconds(srv)
+                    for part in after:
+                        row[f"{part}_us"] = (after[part] - before[part]) / max(row["requests"], 1) * 1e6
+                    runs[label].append(row)
+                print(f"  {name} round {r + 1}: " + "  ".join(
+                    f"{label} {rs[-1]['req_s']:,.0f} req/s p99 {rs[-1]['p99_ms']:.2f} ms" for label, rs in runs.items()),
+                    flush=True)
+        first = runs[next(iter(runs))]
+        summary = {}
+        for label, rs in runs.items():
+            med = {k: statistics.median(x[k] for x in rs) for k in ("req_s", "p99_ms", "worker_us", "child_us", "pg_us")}
+            summary[label] = {**med, "errors": sum(x["errors"] for x in rs),
+                              "ratio": statistics.median(x["req_s"] / f["req_s"] for x, f in zip(rs, first, strict=True)),
+                              "p99_delta_ms": statistics.median(x["p99_ms"] - f["p99_ms"] for x, f in zip(rs, first, strict=True)),
+                              "ratio_range": (min(x["req_s"] / f["req_s"] for x, f in zip(rs, first, strict=True)),
+                                              max(x["req_s"] / f["req_s"] for x, f in zip(rs, first, strict=True)))}
         return summary
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int | str) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _children(pid: int | str) -> list[str]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
+
+
+def _cpu_seconds(srv: LocalServer) -> dict[str, float]:
+    """CPU seconds used so far by the server's workers, the workers' children, and PostgreSQL."""
+    workers = _children(srv.proc.pid)
+    pg = subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True, check=False).stdout.split()  # noqa: S607
+    return {"worker": sum(map(_proc_cpu, workers)),
+            "child": sum(_proc_cpu(c) for w in workers for c in _children(w)),
+            "pg": sum(map(_proc_cpu, pg)) if srv.env.get("FRAUD_STORE_URL", "").startswith("postgresql") else 0.0}

@@ -6,9 +6,10 @@
 
 Each configuration runs on its own `bentoml serve` (production configuration.yaml, 2 workers) on a
 free loopback port, loaded by wrk (C, its own process, same 2 cores) after a warm-up. Requests
-cycle through 1,000 stand-in transactions, 5% of them fraud-like. Comparisons alternate their
-variants round by round and report medians and the ratio to the first variant, because this
-machine's speed drifts by tens of percent within minutes. Latency by request kind and status comes
+cycle through 1,000 stand-in transactions, 5% of them fraud-like. Comparisons start every
+variant's server at once and load them in turn, round after round, and report the median of each
+round's ratio to the first variant, because this machine's speed drifts by tens of percent within
+minutes (Bench.compare). Latency by request kind and status comes
 from each request's send time echoed in X-Request-ID (bench/wrk.lua). Results: a Markdown report
 and the raw figures in results/bench-<time>/.
 
@@ -69,12 +70,15 @@ def table(b: Bench, report: list[str]) -> None:
 
 
 def _comparison(report: list[str], title: str, summary: dict) -> None:
-    report += [f"## {title}", "", "| variant | req/s (median) | ratio | p99 ms (median) | p99 change ms | errors |",
-               "|---|---|---|---|---|---|"]
+    report += [f"## {title}", "", "| variant | req/s (median) | ratio (range) | p99 ms (median) | p99 change ms "
+               "| CPU µs a request: workers / their children / PostgreSQL | errors |", "|---|---|---|---|---|---|---|"]
     for label, s in summary.items():
-        report.append(f"| {label} | {s['req_s']:,.0f} | {s['ratio']:.3f} | {s['p99_ms']:.2f} "
-                      f"| {s['p99_delta_ms']:+.2f} | {s['errors']} |")
-    report.append("")
+        low, high = s["ratio_range"]
+        report.append(f"| {label} | {s['req_s']:,.0f} | {s['ratio']:.3f} ({low:.2f}-{high:.2f}) | {s['p99_ms']:.2f} "
+                      f"| {s['p99_delta_ms']:+.2f} | {s['worker_us']:.0f} / {s['child_us']:.0f} / {s['pg_us']:.0f} "
+                      f"| {s['errors']} |")
+    report += ["", "Ratio and p99 change: medians over the rounds of each variant against the first one "
+               "loaded seconds before or after it.", ""]
 
 
 def ratelimit(b: Bench, report: list[str], rounds: int) -> None:
@@ -158,10 +162,13 @@ def _pg_database():
 
 def decisionlog(b: Bench, report: list[str], rounds: int) -> None:
     with tempfile.TemporaryDirectory(prefix="fraudscore-bench-") as data, _pg_database() as pg:
+        thread = {"FRAUD_DECISION_WRITER": "thread"}
         variants = {"off": {**NO_LIMIT, "FRAUD_DECISION_LOG": "false"},
-                    "SQLite": {**NO_LIMIT, "FRAUD_DATA_DIR": data}}
+                    "SQLite, writer process (default)": {**NO_LIMIT, "FRAUD_DATA_DIR": data},
+                    "SQLite, writer thread": {**NO_LIMIT, **thread, "FRAUD_DATA_DIR": f"{data}/thread"}}
         if pg:
-            variants["PostgreSQL"] = {**NO_LIMIT, "FRAUD_STORE_URL": pg}
+            variants["PostgreSQL, writer process (default)"] = {**NO_LIMIT, "FRAUD_STORE_URL": pg}
+            variants["PostgreSQL, writer thread"] = {**NO_LIMIT, **thread, "FRAUD_STORE_URL": pg}
         _comparison(report, "Decision log (single transactions, 20 connections)",
                     b.compare("decisionlog", variants, Load(20), rounds))
 
@@ -220,9 +227,9 @@ def ingest(b: Bench, report: list[str]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"any of {', '.join(SECTIONS)}")
-    ap.add_argument("--seconds", type=int, default=10, help="measured time per cell")
+    ap.add_argument("--seconds", type=int, default=6, help="measured time per cell")
     ap.add_argument("--warmup", type=int, default=3, help="unmeasured load before each cell")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds of each comparison")
+    ap.add_argument("--rounds", type=int, default=6, help="rounds of each comparison")
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     args = ap.parse_args()
     unknown = set(args.sections.split(",")) - set(SECTIONS)
@@ -246,7 +253,8 @@ def main() -> None:
 
     machine = f"{os.cpu_count()} cores, {os.uname().machine}, Linux {os.uname().release}"
     report = [f"# make bench {stamp}", "", f"{machine}; wrk on the same cores; {args.seconds} s per cell "
-              f"after {args.warmup} s of warm-up; comparisons: medians of {args.rounds} alternating rounds.", ""]
+              f"after {args.warmup} s of warm-up; comparisons: every variant's server up at once, loaded in turn "
+              f"for {args.rounds} rounds, medians of the per-round ratios.", ""]
     for section in args.sections.split(","):
         print(f"{section} ...", flush=True)
         fn = globals()[section]

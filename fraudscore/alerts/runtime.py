@@ -15,6 +15,8 @@ class Alerts:
     def __init__(self, config: SenderConfig, min_score: int | None) -> None:
         self.config = config
         self.on_batch = outbox_hook(tuple(config.urls), min_score)
+        # the same hook, built in the decision log's writer process (store/process.py)
+        self.hook_spec = ("fraudscore.alerts.outbox", "outbox_hook", [list(config.urls), min_score])
         self.sender: AlertSender | None = None
 
     @classmethod

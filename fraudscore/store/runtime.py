@@ -21,6 +21,7 @@ from .batches import BatchHook
 from .engine import create_store_engine, describe_error, redact
 from .labels import add_labels
 from .migrate import migrate
+from .process import ProcessDecisionLog
 from .quality_gauges import QualityGauges
 from .queries import get_decision, list_decisions
 from .writer import DecisionLog
@@ -44,6 +45,8 @@ class Alerting(Protocol):
     reverse): a hook run in each batch's transaction, and a sender to start and stop."""
 
     on_batch: BatchHook
+    # how another process builds the same hook: (module under fraudscore., function, arguments)
+    hook_spec: tuple[str, str, list]
 
     def start(self, engine: Engine) -> None: ...
     def close(self, timeout: float = 10.0) -> None: ...
@@ -55,14 +58,19 @@ class Store:
         url = settings.resolved_store_url()
         self.where = redact(url)
         self.engine = create_store_engine(url)
-        self.decision_log: DecisionLog | None = None
+        self.decision_log: DecisionLog | ProcessDecisionLog | None = None
         self.alerts = alerts if settings.decision_log else None  # settings refuse that combination
-        if settings.decision_log:  # its writer migrates the schema first (retrying while down)
+        # the writer migrates the schema first (retrying while down)
+        if settings.decision_log and settings.decision_writer == "thread":
             self.decision_log = DecisionLog(self.engine, buffer=settings.decision_buffer,
                                             retention_days=settings.decision_retention_days,
                                             on_batch=self.alerts.on_batch if self.alerts else None)
-        else:  # nothing is written, but the read API needs the schema
+        else:  # the read API needs the schema now, not once a writer process has started
             threading.Thread(target=self._migrate, name="store-migrate", daemon=True).start()
+            if settings.decision_log:
+                self.decision_log = ProcessDecisionLog(
+                    url, buffer=settings.decision_buffer, retention_days=settings.decision_retention_days,
+                    on_batch=self.alerts.hook_spec if self.alerts else None)
         self.quality: QualityGauges | None = None
         if settings.quality_refresh_s > 0 and _first_worker():
             self.quality = QualityGauges(self.engine, settings.quality_window_days,

@@ -1,0 +1,139 @@
+"""The decision log written by a process of its own (store/process.py): what a serving worker uses.
+
+Real child processes, real SQLite files and the PostgreSQL on 127.0.0.1:5432 (``store_url``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from fraudscore.store import process as process_mod
+from fraudscore.store import writer_process
+from fraudscore.store.process import ProcessDecisionLog
+from fraudscore.store.queries import get_decision
+from fraudscore.store.schema import alert_outbox, decisions
+from tests.storetools import rec
+
+
+def _count(engine, table=decisions) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def _wait_for(check, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+def test_records_from_the_event_loop_reach_the_store_with_every_field(store, store_url):
+    async def serve() -> ProcessDecisionLog:
+        log = ProcessDecisionLog(store_url, flush_interval=0.01)
+        for i in range(300):
+            assert log.record(rec(f"tx-{i}", score=i % 100))
+            if i % 50 == 0:
+                await asyncio.sleep(0.02)  # the flushes run on this loop
+        await asyncio.sleep(0.05)
+        return log
+
+    log = asyncio.run(serve())
+    report = log.close(timeout=20)
+    assert report == (300, 0, 0)
+    assert _count(store) == 300
+    got = get_decision(store, "tx-72")["decision"]
+    assert (got["score"], got["decision"], got["key_name"], got["request_id"]) == (
+        72, "block", "ops", "req-tx-72")
+    assert got["reasons"] == [{"feature": "V14", "contribution": 0.1}]
+    assert list(got["features"].values()) == [float(i + 72) for i in range(30)]
+
+
+def test_without_an_event_loop_each_record_ships_at_once(store, store_url):
+    log = ProcessDecisionLog(store_url)
+    assert all(log.record(rec(f"tx-{i}")) for i in range(20))
+    assert log.close(timeout=20) == (20, 0, 0)
+    assert _count(store) == 20
+
+
+def test_the_store_url_is_not_on_the_childs_command_line(tmp_path):
+    url = f"sqlite:///{tmp_path / 'secret-name.db'}"
+    log = ProcessDecisionLog(url)
+    try:
+        cmdline = Path(f"/proc/{log._proc.pid}/cmdline").read_bytes()
+        assert b"secret-name" not in cmdline and b"sqlite" not in cmdline
+    finally:
+        log.close(timeout=10)
+
+
+def test_a_worker_gone_without_closing_still_gets_its_decisions_written(store, store_url):
+    log = ProcessDecisionLog(store_url)
+    for i in range(50):
+        log.record(rec(f"tx-{i}"))
+    child = log._proc
+    child.stdin.close()  # what the kernel does when the worker dies outright
+    child.wait(30)
+    child.stdout.close()
+    assert child.returncode == 0
+    assert _count(store) == 50
+
+
+def test_a_full_buffer_drops_the_newest_and_counts_them(store_url):
+    log = ProcessDecisionLog(store_url, buffer=100, flush_interval=30)
+
+    async def burst() -> list[bool]:
+        return [log.record(rec(f"tx-{i}")) for i in range(150)]  # the flush is 30 s away
+
+    accepted = asyncio.run(burst())
+    assert accepted == [True] * 100 + [False] * 50 and log.dropped == 50
+    report = log.close(timeout=20)
+    assert report.written == 100 and report.dropped == 50
+
+
+def test_a_writer_process_that_dies_is_reported_and_replaced(store, store_url, monkeypatch, caplog):
+    monkeypatch.setattr(process_mod, "RESTART_AFTER_S", 0.0)
+    log = ProcessDecisionLog(store_url, flush_interval=0.01)
+    first = log._proc
+
+    async def serve() -> None:
+        for i in range(10):
+            log.record(rec(f"before-{i}"))
+        await asyncio.sleep(0.1)  # shipped
+        _wait_for(lambda: _count(store) == 10)  # and written
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+        with caplog.at_level(logging.ERROR, logger="bentoml.fraudscore.store"):
+            for i in range(10):
+                log.record(rec(f"after-{i}"))
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)
+
+    asyncio.run(serve())
+    assert log._proc is not first and log._proc.poll() is None
+    report = log.close(timeout=20)
+    died = [r for r in caplog.records if "writer process exited" in r.getMessage()]
+    assert len(died) == 1 and died[0].exc_info is None  # one line, no traceback
+    assert report == (10, 0, 0)  # the new child's figures
+    assert _count(store) == 20
+
+
+def test_the_childs_alert_hook_writes_outbox_rows_with_the_decisions(store, store_url):
+    spec = ("fraudscore.alerts.outbox", "outbox_hook", [["ops-webhook"], None])
+    log = ProcessDecisionLog(store_url, on_batch=spec)
+    log.record(rec("blocked", score=90))
+    log.record(rec("approved", score=5))
+    assert log.close(timeout=20).written == 2
+    with store.connect() as conn:
+        rows = conn.execute(select(alert_outbox.c.transaction_id, alert_outbox.c.destination)).all()
+    assert [tuple(r) for r in rows] == [("blocked", "ops-webhook")]
+
+
+def test_a_hook_from_outside_the_package_is_refused():
+    with pytest.raises(ValueError, match="refusing"):
+        writer_process._hook(["os", "system", ["true"]])
