@@ -103,6 +103,6 @@ class FraudScorer:
 
 
 logs.configure(_settings.log_format)  # BentoML has set up its handlers before it imports this
-bentoml_fixes.install()
+bentoml_fixes.install(_settings.event_loop)
 protocol.install(_settings)
 FraudScorer.add_asgi_middleware(Edge, pipeline=_pipeline, batch_model=BatchRequestIn, store=_store)

@@ -167,6 +167,9 @@ class Settings(BaseSettings):
     # "text" (BentoML's lines, for development) or "json" (one JSON object a line, with the
     # request id, key name, route, status and latency as fields; the container sets it).
     log_format: Literal["text", "json"] = "text"
+    # The workers' event loop: "asyncio" (accepts every waiting connection at once) or "uvloop"
+    # (one connection per turn of the loop: under overload, connections wait in the accept queue).
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
 
     # --- Alerts (fraudscore/alerts/; README, "Alerts and monitoring") ----------------------------
     # Alert on a verdict whose score is at least this (0-100); unset: on `block` verdicts only.

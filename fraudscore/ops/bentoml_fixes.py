@@ -11,6 +11,8 @@ when the request ends without answering: BentoML's waits out the whole timeout w
 before its first send (then uvicorn answers 500 and the error is never logged) or returns without
 one (a client that went away). And it runs the app in the request's own task, not a second one
 (one turn of the event loop less per request; under overload a turn is long).
+
+It also chooses the workers' event loop (``use_event_loop``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,25 @@ class TimeoutMiddleware(traffic.TimeoutMiddleware):
             await JSONResponse(body, status_code=504)(scope, receive, send)
 
 
-def install() -> None:
+def install(event_loop: str = "asyncio") -> None:
     # base_app.middlewares imports the class from this module each time it builds an app
     traffic.TimeoutMiddleware = TimeoutMiddleware
+    use_event_loop(event_loop)
+
+
+def use_event_loop(kind: str) -> None:
+    """The event loop of BentoML's workers: "asyncio" or "uvloop" (FRAUD_EVENT_LOOP).
+
+    BentoML's worker leaves uvicorn's loop at "auto", which takes uvloop when it is installed.
+    uvloop (libuv >= 1.45) accepts ONE connection per turn of the loop, and under load a turn
+    takes 50-200 ms: at 1,000 connections ~500 of them waited in the kernel's accept queue,
+    accepted at ~12 a second per worker, and wrk's clients timed out after 5 s although their
+    requests had been sent (libuv/libuv#3696; README, "Hardening"). asyncio's selector loop
+    accepts every waiting connection at once, and on this service it was also faster at 20
+    connections (bench figures in the README). uvicorn reads the table when the worker's server
+    starts, after service.py (which calls this) is imported; tests/process/test_worker.py checks
+    the loop a real worker runs, so an upgrade that ignores this fails loudly."""
+    import uvicorn.config
+
+    factories = uvicorn.config.LOOP_FACTORIES
+    factories["auto"] = factories[kind]

@@ -47,11 +47,12 @@ print(json.dumps({"stack": stack, "protocol": uvicorn.config.HTTP_PROTOCOLS["aut
 # Injected into the server's processes (PYTHONPATH): on SIGUSR2 a worker writes how many event-loop
 # timers are alive in it. Test instrumentation only; the service's code is unchanged.
 _SITECUSTOMIZE = """
-import gc, os, signal
+import asyncio, gc, os, signal
 def _count_timers(signum, frame):
     n = sum(1 for o in gc.get_objects() if type(o).__name__ == "TimerHandle")
+    loop = type(asyncio.get_running_loop())
     with open(os.path.join(os.environ["TIMER_DUMP_DIR"], str(os.getpid())), "w") as fh:
-        fh.write(str(n))
+        fh.write(f"{n} {loop.__module__}.{loop.__qualname__}")
 signal.signal(signal.SIGUSR2, _count_timers)
 """
 
@@ -81,7 +82,7 @@ def _worker_pids(proc: subprocess.Popen) -> list[int]:
             if "_bentoml_impl.worker" in Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ")]
 
 
-def test_no_timer_outlives_its_request_in_a_running_worker(serve, trained, stand_in, tmp_path):
+def test_no_timer_outlives_its_request_and_the_loop_is_asyncio_in_a_running_worker(serve, trained, stand_in, tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
@@ -100,8 +101,11 @@ def test_no_timer_outlives_its_request_in_a_running_worker(serve, trained, stand
     deadline = time.monotonic() + 10
     while len(list(dumps.iterdir())) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
-    counts = {p.name: int(p.read_text()) for p in dumps.iterdir()}
+    dumped = {p.name: p.read_text().split() for p in dumps.iterdir()}
+    counts = {pid: int(n) for pid, (n, _) in dumped.items()}
     assert len(counts) == 2 and max(counts.values()) < 50, counts  # a leak would leave ~1,000 each
+    # FRAUD_EVENT_LOOP's default: asyncio's selector loop, not uvloop (which uvicorn would pick)
+    assert {loop for _, loop in dumped.values()} == {"asyncio.unix_events._UnixSelectorEventLoop"}, dumped
 
 
 def _counter(text: str, route: str) -> float:
