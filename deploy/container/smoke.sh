@@ -48,7 +48,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-run_args=(-d --name "$name" -p "127.0.0.1:$port:3000" -e "FRAUD_API_KEYS=$key")
+# the decision log in SQLite on the /tmp tmpfs (production: PostgreSQL, FRAUD_STORE_URL), so the
+# smoke sees the writer process write in the image
+run_args=(-d --name "$name" -p "127.0.0.1:$port:3000" -e "FRAUD_API_KEYS=$key" -e "FRAUD_DATA_DIR=/tmp/fraudscore-data")
 if [ "$ENGINE" = podman ]; then
   # podman's default RLIMIT_NOFILE (1048576) is refused on some hosts: use this shell's hard
   # limits (nproc capped at 32768, the most runc is allowed to set here).
@@ -120,6 +122,17 @@ metrics=$(curl -s -m 10 "$base_url/metrics") || fail "GET /metrics failed"
 grep -Eq '^fraud_decisions_total\{decision="block".*\} [1-9]' <<<"$metrics" \
   || fail "/metrics does not count the scored transaction (fraud_decisions_total)"
 ok "/metrics counts the decisions"
+
+# the decision log's writer process runs in the image (read-only root, its own interpreter) and
+# writes what was scored: it writes every 50 ms, so a few seconds is plenty
+for _ in $(seq 1 20); do
+  metrics=$(curl -s -m 10 "$base_url/metrics") || fail "GET /metrics failed"
+  grep -Eq '^fraud_decision_log_written_total [1-9]' <<<"$metrics" && break
+  sleep 0.5
+done
+grep -Eq '^fraud_decision_log_written_total [1-9]' <<<"$metrics" \
+  || fail "the decision log wrote nothing within 10 s (fraud_decision_log_written_total)"
+ok "the decision log's writer process writes the decisions"
 
 # every process in the container (the server and its workers) runs as a non-root user
 # shellcheck disable=SC2016  # expanded by the shell in the container
