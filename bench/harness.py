@@ -128,12 +128,13 @@ class Bench:
         first = runs[next(iter(runs))]
         summary = {}
         for label, rs in runs.items():
-            med = {k: statistics.median(x[k] for x in rs) for k in ("req_s", "p99_ms", "worker_us", "child_us", "pg_us")}
-            summary[label] = {**med, "errors": sum(x["errors"] for x in rs),
-                              "ratio": statistics.median(x["req_s"] / f["req_s"] for x, f in zip(rs, first, strict=True)),
-                              "p99_delta_ms": statistics.median(x["p99_ms"] - f["p99_ms"] for x, f in zip(rs, first, strict=True)),
-                              "ratio_range": (min(x["req_s"] / f["req_s"] for x, f in zip(rs, first, strict=True)),
-                                              max(x["req_s"] / f["req_s"] for x, f in zip(rs, first, strict=True)))}
+            pairs = list(zip(rs, first, strict=True))  # this variant and the first, same round
+            ratios = [x["req_s"] / f["req_s"] for x, f in pairs]
+            summary[label] = {
+                **{k: statistics.median(x[k] for x in rs) for k in ("req_s", "p99_ms", "worker_us", "child_us", "pg_us")},
+                "errors": sum(x["errors"] for x in rs), "ratio": statistics.median(ratios),
+                "ratio_range": (min(ratios), max(ratios)),
+                "p99_delta_ms": statistics.median(x["p99_ms"] - f["p99_ms"] for x, f in pairs)}
         return summary
 
 

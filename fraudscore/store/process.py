@@ -49,7 +49,7 @@ HookSpec = tuple[str, str, list]  # module under fraudscore., function, argument
 
 class ProcessDecisionLog:
     """Same calls as :class:`~.writer.DecisionLog` (``record``, ``close``, ``buffered``,
-    ``dropped``, ``written``) for a process with an asyncio event loop; records are written by a
+    ``dropped``) for a process with an asyncio event loop; records are written by a
     child process. ``record`` must be called on the event loop's thread (or with no loop running:
     then each call ships at once, blocking; tests and tools only)."""
 
@@ -70,7 +70,6 @@ class ProcessDecisionLog:
         self._writing_fd: int | None = None  # the fd registered with the loop while _unsent waits
         self._started_at = -RESTART_AFTER_S
         self._proc: subprocess.Popen | None = None
-        self._warned_death = False
         self._start()
 
     # --- the child --------------------------------------------------------------------------
@@ -123,38 +122,34 @@ class ProcessDecisionLog:
             self._dropped["shutdown" if self._closed else "buffer_full"] += 1
             return False
         buf.append(rec)
-        if not self._scheduled:
-            self._scheduled = True
-            try:
-                asyncio.get_running_loop().call_later(self._flush_interval, self._flush)
-            except RuntimeError:  # no loop here: ship now
-                self._flush()
+        if not self._scheduled and not self._schedule():
+            self._flush()  # no loop here: ship now
         return True
 
     # --- shipping (on the event loop) -------------------------------------------------------
     def _flush(self) -> None:
         self._scheduled = False
         self._publish()
-        if not self._alive():
-            if self._buf:  # try again later; the buffer's bound keeps memory in check
-                self._reschedule()
-            return
-        buf = self._buf
-        if buf and len(self._unsent) < MAX_UNSENT_BYTES:
-            while buf and len(self._unsent) < MAX_UNSENT_BYTES:
-                popleft = buf.popleft
-                self._unsent += frame([tuple(popleft()) for _ in range(min(len(buf), FRAME_RECORDS))])
+        if self._alive() and self._buf and len(self._unsent) < MAX_UNSENT_BYTES:
+            self._pack(MAX_UNSENT_BYTES)
             self._send()
-        if self._buf:
-            self._reschedule()
+        if self._buf:  # try again later (the buffer's bound keeps memory in check)
+            self._schedule()
 
-    def _reschedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            try:
-                asyncio.get_running_loop().call_later(self._flush_interval, self._flush)
-            except RuntimeError:
-                self._scheduled = False
+    def _schedule(self) -> bool:
+        """A flush one interval from now on the running loop; False when there is no loop."""
+        try:
+            asyncio.get_running_loop().call_later(self._flush_interval, self._flush)
+        except RuntimeError:
+            return False
+        self._scheduled = True
+        return True
+
+    def _pack(self, limit: float) -> None:
+        """Buffered records into frames of at most FRAME_RECORDS, until ``limit`` bytes wait."""
+        buf, popleft = self._buf, self._buf.popleft
+        while buf and len(self._unsent) < limit:
+            self._unsent += frame([tuple(popleft()) for _ in range(min(len(buf), FRAME_RECORDS))])
 
     def _send(self) -> None:
         """Write what the pipe takes now; the rest when the loop says it is writable."""
@@ -219,9 +214,7 @@ class ProcessDecisionLog:
         proc = self._proc
         report = {"written": 0, "unwritten": 0, "dropped": 0}
         if proc is not None and proc.poll() is None:
-            while self._buf:
-                popleft = self._buf.popleft
-                self._unsent += frame([tuple(popleft()) for _ in range(min(len(self._buf), FRAME_RECORDS))])
+            self._pack(float("inf"))
             self._unsent += frame(max(0.0, deadline - time.monotonic()))  # close
             fd = proc.stdin.fileno()
             while self._unsent and time.monotonic() < deadline:
@@ -240,6 +233,7 @@ class ProcessDecisionLog:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        if proc is not None:
             self._forget(proc)
         self._proc = None
         unsent = len(self._buf) + records_in(self._unsent)

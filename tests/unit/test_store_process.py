@@ -8,7 +8,6 @@ import asyncio
 import logging
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -19,19 +18,13 @@ from fraudscore.store import writer_process
 from fraudscore.store.process import ProcessDecisionLog
 from fraudscore.store.queries import get_decision
 from fraudscore.store.schema import alert_outbox, decisions
+from tests.receiver import wait_for
 from tests.storetools import rec
 
 
-def _count(engine, table=decisions) -> int:
+def _count(engine) -> int:
     with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(table)).scalar_one()
-
-
-def _wait_for(check, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.05)
+        return conn.execute(select(func.count()).select_from(decisions)).scalar_one()
 
 
 def test_records_from_the_event_loop_reach_the_store_with_every_field(store, store_url):
@@ -105,7 +98,7 @@ def test_a_writer_process_that_dies_is_reported_and_replaced(store, store_url, m
         for i in range(10):
             log.record(rec(f"before-{i}"))
         await asyncio.sleep(0.1)  # shipped
-        _wait_for(lambda: _count(store) == 10)  # and written
+        assert wait_for(lambda: _count(store) == 10, 20)  # and written
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
         with caplog.at_level(logging.ERROR, logger="bentoml.fraudscore.store"):
