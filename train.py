@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import UTC, datetime
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 
+from fraudscore.store.queries import since_argument  # noqa: E402
 from fraudscore.training.data import DataError, combine, generate, load_csv, load_store  # noqa: E402
 from fraudscore.training.trainer import ParityError, TrainConfig, TrainResult, train  # noqa: E402
 
@@ -67,21 +67,13 @@ def _share(v: str) -> float:
     return f
 
 
-def _since(v: str) -> datetime:
-    try:
-        when = datetime.fromisoformat(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError("must be an ISO date or time, e.g. 2026-01-31") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="path to creditcard.csv; without it a stand-in is generated")
     p.add_argument("--from-store", metavar="URL",
                    help="train on the labelled decisions of this decision store (sqlite:///path or "
                         "postgresql://...); with --data, on both")
-    p.add_argument("--since", type=_since, metavar="DATE",
+    p.add_argument("--since", type=since_argument, metavar="DATE",
                    help="with --from-store: only decisions made from this date (UTC unless it says)")
     p.add_argument("--rows", type=_positive, default=100_000, help="stand-in size (default 100000)")
     p.add_argument("--seed", type=_seed, default=42, help="seed for data, split and forest")

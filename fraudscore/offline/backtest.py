@@ -1,6 +1,7 @@
 """``python -m fraudscore backtest LABELLED_FILE``: choose block and review thresholds from evidence.
 
-Scores a labelled file (CSV or Parquet: the 30 features and a 0/1 label) with the served model,
+Scores a labelled file (CSV or Parquet: the 30 features and a 0/1 label), or the labelled
+decisions of a decision store (``--from-store URL [--since DATE]``), with the served model,
 exactly as ``score`` does, then for every threshold prints alert rate, precision, recall and
 expected cost, and recommends the cheapest (block, review) pair whose review band fits
 ``--reviews-per-day``. Writes the table (CSV), a summary (JSON) and the plot (PNG) to ``--out``.
@@ -25,10 +26,12 @@ import pyarrow.compute as pc
 
 from ..features import FEATURES
 from ..scoring.thresholds import to_scores
+from ..store.queries import since_argument
 from .engine import BadRows, BlockScorer, ModelError, feature_matrix, load_payload
 from .report import threshold_plot
 from .score import in_order
-from .sources import Chunk, InputError, file_format, open_source
+from .sources import Chunk, InputError, Source, file_format, open_source
+from .store_source import LABEL, StoreSource
 from .sweep import Costs, Outcome, ScoreCounts, outcome, recommend, sweep
 
 _TIME, _AMOUNT = FEATURES.index("Time"), FEATURES.index("Amount")
@@ -50,7 +53,13 @@ def _non_negative(v: str) -> float:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m fraudscore backtest", description=__doc__.split("\n\n")[0])
-    p.add_argument("input", help="labelled CSV or Parquet file: Time, V1-V28, Amount and the label")
+    p.add_argument("input", nargs="?",
+                   help="labelled CSV or Parquet file: Time, V1-V28, Amount and the label")
+    p.add_argument("--from-store", metavar="URL",
+                   help="instead of a file: the labelled decisions of a decision store (sqlite:///... or "
+                        "postgresql://...), each transaction's latest decision with its current label")
+    p.add_argument("--since", type=since_argument, metavar="DATE",
+                   help="with --from-store: only decisions made from this date (UTC unless it says)")
     p.add_argument("--label-column", default="Class", help="0/1 label, 1 = fraud (default Class)")
     p.add_argument("--miss-cost", type=_amount_or_number, default=None, metavar="amount|COST",
                    help="cost of a fraud let through: 'amount' (its Amount, the default) or a number")
@@ -67,6 +76,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--chunk-rows", type=int, default=65_536)
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
+    if (args.input is None) == (args.from_store is None):
+        p.error("give a labelled file or --from-store URL (one of them)")
+    if args.since is not None and args.from_store is None:
+        p.error("--since needs --from-store")
     if args.days is not None and not 0 < args.days < float("inf"):
         p.error("--days must be a positive number")
     if args.chunk_rows < 1 or args.workers < 1:
@@ -78,8 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     label = args.label_column
     try:
-        source = open_source(args.input, file_format(args.input, args.input_format), args.chunk_rows, [label],
-                             ignore_extra=True)  # ids and other columns play no part in a backtest
+        if args.from_store:
+            source: Source = StoreSource(args.from_store, args.since, args.chunk_rows)
+            label = LABEL
+        else:  # ids and other columns play no part in a backtest
+            source = open_source(args.input, file_format(args.input, args.input_format), args.chunk_rows,
+                                 [label], ignore_extra=True)
         payload, _ = load_payload(args.model)
     except InputError as exc:
         return _fail(str(exc), 2)
@@ -103,27 +120,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             counts, first, last = counts + part, min(first, lo), max(last, hi)
     except InputError as exc:
         return _fail(str(exc), 2)
-    days = args.days or (last - first) / 86_400
+    stored = isinstance(source, StoreSource)
+    days = args.days or (source.days if stored else (last - first) / 86_400)
     if not days > 0:
-        return _fail(f"{source.path}: every Time is {first:g}, so the file's span is unknown; give --days", 2)
+        span = "the decisions share one time" if stored else f"every Time is {first:g}"
+        return _fail(f"{source.path}: {span}, so the span is unknown; give --days", 2)
     if counts.fraud.sum() == 0:
-        return _fail(f"{source.path}: no row has {label} = 1; a backtest needs frauds", 2)
+        what = "no labelled decision is fraud" if stored else f"no row has {label} = 1"
+        return _fail(f"{source.path}: {what}; a backtest needs frauds", 2)
     counts = counts.with_days(days)
     costs = Costs(args.miss_cost, args.decline_cost, args.review_cost)
     best = recommend(counts, costs, args.reviews_per_day)
     current = outcome(counts, costs, payload.block, payload.review)
     curves = sweep(counts, costs)
     out = args.out or Path("results") / f"backtest-{time.strftime('%Y%m%d-%H%M%S')}"
-    print(_report(args, payload.version, counts, costs, curves, best, current))
+    print(_report(args, str(source.path), payload.version, counts, costs, curves, best, current))
     try:
-        _write(out, curves, counts, best, current, args, payload.version)
+        _write(out, curves, counts, best, current, args, str(source.path), payload.version)
     except OSError as exc:
         return _fail(f"cannot write {out}: {exc.strerror or exc}", 1)
     print(f"\ntable, summary and plot: {out}/backtest.csv, backtest.json, backtest.png")
     return 0
 
 
-def _labels(chunk: Chunk, label: str, path: Path) -> np.ndarray:
+def _labels(chunk: Chunk, label: str, path: Path | str) -> np.ndarray:
     col = chunk.batch.column(label)
     try:
         values = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
@@ -147,11 +167,11 @@ def _money(x: float) -> str:
     return f"{x:,.0f}"
 
 
-def _report(args: argparse.Namespace, version: str, counts: ScoreCounts, costs: Costs,
+def _report(args: argparse.Namespace, name: str, version: str, counts: ScoreCounts, costs: Costs,
             curves: dict[str, np.ndarray], best: Outcome, current: Outcome) -> str:
     miss = "its Amount" if costs.miss is None else _money(costs.miss)
     lines = [
-        f"backtest of {version} on {args.input}: {counts.rows:,} rows, {int(counts.fraud.sum()):,} frauds, "
+        f"backtest of {version} on {name}: {counts.rows:,} rows, {int(counts.fraud.sum()):,} frauds, "
         f"{counts.days:.2f} days",
         f"costs: missed fraud = {miss}, false decline = {_money(costs.decline)}, review = "
         f"{_money(costs.review)}; review capacity {args.reviews_per_day:,.0f} a day",
@@ -180,14 +200,14 @@ def _report(args: argparse.Namespace, version: str, counts: ScoreCounts, costs: 
 
 
 def _write(out: Path, curves: dict[str, np.ndarray], counts: ScoreCounts, best: Outcome, current: Outcome,
-           args: argparse.Namespace, version: str) -> None:
+           args: argparse.Namespace, name: str, version: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "backtest.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow([*curves, "cost_per_day"])
         for i in range(100):
             w.writerow([*(v[i].item() for v in curves.values()), curves["cost"][i] / counts.days])
-    summary = {"model": version, "input": str(args.input), "rows": counts.rows,
+    summary = {"model": version, "input": name, "rows": counts.rows,
                "frauds": int(counts.fraud.sum()), "days": counts.days,
                "costs": {"miss": "amount" if args.miss_cost is None else args.miss_cost,
                          "decline": args.decline_cost, "review": args.review_cost},

@@ -5,11 +5,12 @@ Synchronous functions on an Engine; from async code run them with ``asyncio.to_t
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import Engine, RowMapping, desc, func, literal, select, tuple_
@@ -113,10 +114,19 @@ def list_decisions(engine: Engine, *, decision: str | None = None, since: dateti
     return items, (_encode_cursor(rows[limit - 1]["created_at"], rows[limit - 1]["id"]) if more else None)
 
 
-def labelled_decisions(engine: Engine, since: datetime | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Training data: the features of every transaction with a primary decision (since ``since``)
-    and a label; its latest primary decision, its current label (fraud = 1). ``(X, y)`` in
-    FEATURES order, oldest first."""
+class Labelled(NamedTuple):
+    """Labelled primary decisions, oldest first: features (FEATURES order), label (fraud = 1),
+    transaction ids, and the decision times (Unix seconds)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    transaction_ids: list[str]
+    decided_at: np.ndarray
+
+
+def labelled_decisions(engine: Engine, since: datetime | None = None) -> Labelled:
+    """Training and backtest data: every transaction with a primary decision (since ``since``)
+    and a label; its latest primary decision, its current label (fraud = 1)."""
     ranked = select(decisions, func.row_number().over(
         partition_by=d.transaction_id, order_by=(desc(d.created_at), desc(d.id))).label("rn")
     ).where(d.role == "primary")
@@ -124,11 +134,53 @@ def labelled_decisions(engine: Engine, since: datetime | None = None) -> tuple[n
         ranked = ranked.where(d.created_at >= since)
     ranked = ranked.subquery()
     cur = current_labels()
-    query = (select(*(ranked.c[f] for f in FEATURES), cur.c.label)
+    query = (select(*(ranked.c[f] for f in FEATURES), ranked.c.transaction_id, ranked.c.created_at,
+                    cur.c.label)
              .join_from(ranked, cur, cur.c.transaction_id == ranked.c.transaction_id)
              .where(ranked.c.rn == 1).order_by(ranked.c.created_at, ranked.c.id))
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    X = np.array([r[:-1] for r in rows], dtype=np.float64).reshape(len(rows), len(FEATURES))
+    n = len(FEATURES)
+    X = np.array([r[:n] for r in rows], dtype=np.float64).reshape(len(rows), n)
     y = np.array([r[-1] == "fraud" for r in rows], dtype=np.int8)
-    return X, y
+    at = np.array([r[n + 1].timestamp() for r in rows], dtype=np.float64)
+    return Labelled(X, y, [r[n] for r in rows], at)
+
+
+class StoreUnreadable(ValueError):
+    """A store URL that names no readable decision store; the message names it without a password."""
+
+
+def since_argument(v: str) -> datetime:
+    """``--since DATE`` of the commands that read a store: an ISO date or time, UTC unless it says."""
+    try:
+        when = datetime.fromisoformat(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be an ISO date or time, e.g. 2026-01-31") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def read_labelled(url: str, since: datetime | None = None,
+                  option: str = "--from-store") -> tuple[Labelled, str]:
+    """:func:`labelled_decisions` of the store at ``url`` (an offline tool's option, ``option``),
+    and the store's name to show (no password); :class:`StoreUnreadable` when it cannot be read."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ..settings import ConfigError
+    from .engine import create_store_engine, describe_error, parse_url, redact, sqlite_path
+
+    try:
+        parsed = parse_url(url, option)
+    except ConfigError as exc:
+        raise StoreUnreadable(str(exc)) from None
+    shown = f"decision store {redact(url)}"
+    path = sqlite_path(parsed)
+    if path is not None and not path.exists():  # never create an empty database by reading
+        raise StoreUnreadable(f"{shown}: no such file")
+    engine = create_store_engine(parsed)
+    try:
+        return labelled_decisions(engine, since), shown
+    except SQLAlchemyError as exc:
+        raise StoreUnreadable(f"cannot read the {shown}: {describe_error(exc)}") from None
+    finally:
+        engine.dispose()

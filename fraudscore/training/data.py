@@ -203,36 +203,21 @@ def load_store(url: str, since: datetime | None = None) -> Dataset:
     """The labelled primary decisions of a decision store (each transaction once: its latest
     decision with its current label, fraud = 1); :class:`DataError` when the store cannot be read
     or holds too few labels of either class. The source names the store without its password."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from ..settings import ConfigError
-    from ..store.engine import create_store_engine, describe_error, parse_url, redact, sqlite_path
-    from ..store.queries import labelled_decisions
+    from ..store.queries import StoreUnreadable, read_labelled
 
     try:
-        parsed = parse_url(url, "--from-store")
-    except ConfigError as exc:
+        (X, y, _, _), shown = read_labelled(url, since)
+    except StoreUnreadable as exc:
         raise DataError(str(exc)) from None
-    shown = redact(url)
-    path = sqlite_path(parsed)
-    if path is not None and not path.exists():
-        raise DataError(f"decision store {shown}: no such file")
-    engine = create_store_engine(parsed)
-    try:
-        X, y = labelled_decisions(engine, since)
-    except SQLAlchemyError as exc:
-        raise DataError(f"cannot read the decision store {shown}: {describe_error(exc)}") from None
-    finally:
-        engine.dispose()
     scope = f" since {since.isoformat()}" if since else ""
     if y.size == 0:
-        raise DataError(f"decision store {shown} has no labelled decisions{scope}")
+        raise DataError(f"{shown} has no labelled decisions{scope}")
     n_fraud = int(y.sum())
     if n_fraud < MIN_PER_CLASS or y.size - n_fraud < MIN_PER_CLASS:
-        raise DataError(f"decision store {shown}: needs at least {MIN_PER_CLASS} labelled decisions of "
+        raise DataError(f"{shown}: needs at least {MIN_PER_CLASS} labelled decisions of "
                         f"each class{scope}, has {n_fraud} frauds of {y.size}")
     digest = hashlib.sha256(X.tobytes() + y.tobytes()).hexdigest()
-    return Dataset(X, y, f"decision store {shown}: {y.size} labelled decisions{scope}", digest)
+    return Dataset(X, y, f"{shown}: {y.size} labelled decisions{scope}", digest)
 
 
 def combine(first: Dataset, second: Dataset) -> Dataset:

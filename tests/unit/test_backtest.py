@@ -126,3 +126,66 @@ def test_backtest_refuses_bad_labels_and_unlabelled_files(trained, stand_in, tmp
     assert backtest.main([str(tmp_path / "nofraud.parquet"), "--model", trained.tag, *out]) == 2
     assert "needs frauds" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def _fill_store(engine, stand_in) -> tuple[np.ndarray, np.ndarray]:
+    """Labelled decisions over two days: rows, and their current labels (one label superseded)."""
+    from datetime import UTC, datetime, timedelta
+
+    from fraudscore.store.labels import add_labels
+    from tests.storetools import rec, write
+
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    rows = np.r_[np.flatnonzero(stand_in.y == 1)[:25], np.flatnonzero(stand_in.y == 0)[:575]]
+    step = timedelta(days=2) / (len(rows) - 1)
+    write(engine, [rec(f"tx-{i}", at=t0 + k * step, features=stand_in.X[i]) for k, i in enumerate(rows)]
+          + [rec("tx-unlabelled", 3, at=t0), rec(f"tx-{rows[0]}", 90, role="shadow", at=t0)])
+    labels = stand_in.y[rows].astype(int)
+    add_labels(engine, [{"transaction_id": f"tx-{i}", "label": "fraud" if y else "legit", "source": "review",
+                         "observed_at": t0 + timedelta(days=3)} for i, y in zip(rows, labels, strict=True)])
+    # a chargeback later turns a legitimate-looking transaction into a fraud: the current label counts
+    add_labels(engine, [{"transaction_id": f"tx-{rows[-1]}", "label": "fraud", "source": "chargeback",
+                         "observed_at": t0 + timedelta(days=9)}])
+    labels[-1] = 1
+    return rows, labels
+
+
+def test_backtest_from_a_store_equals_the_backtest_of_the_same_rows_in_a_file(trained, stand_in, store,
+                                                                            store_url, tmp_path, capsys):
+    rows, labels = _fill_store(store, stand_in)
+    pq.write_table(pa.table({**{f: stand_in.X[rows, j] for j, f in enumerate(FEATURES)}, "Class": labels}),
+                   tmp_path / "same.parquet")
+    common = ["--model", trained.tag, "--reviews-per-day", "5"]
+    assert backtest.main(["--from-store", store_url, *common, "--out", str(tmp_path / "store")]) == 0
+    printed = capsys.readouterr().out
+    assert "on decision store " in printed and "600 rows, 26 frauds, 2.00 days" in printed
+    assert backtest.main([str(tmp_path / "same.parquet"), *common, "--days", "2",
+                          "--out", str(tmp_path / "file")]) == 0
+    from_store, from_file = (json.loads((tmp_path / d / "backtest.json").read_text()) for d in ("store", "file"))
+    assert from_store["input"].startswith("decision store ")
+    assert from_store["days"] == pytest.approx(2.0)
+    for field in ("rows", "frauds", "recommended", "in_force", "apply"):
+        assert from_store[field] == pytest.approx(from_file[field]), field
+    tables = [pcsv.read_csv(tmp_path / d / "backtest.csv") for d in ("store", "file")]
+    assert tables[0].column_names == tables[1].column_names
+    for name in tables[0].column_names:  # the days differ by the decision times' microseconds
+        assert np.allclose(tables[0][name].to_numpy(), tables[1][name].to_numpy(), rtol=1e-6), name
+
+
+def test_backtest_from_a_store_refuses_what_it_cannot_use(trained, stand_in, store, store_url, tmp_path, capsys):
+    out = ["--model", trained.tag, "--out", str(tmp_path / "o")]
+    assert backtest.main(["--from-store", store_url, *out]) == 2
+    assert "has no labelled decisions" in capsys.readouterr().err
+    _fill_store(store, stand_in)
+    assert backtest.main(["--from-store", store_url, "--since", "2026-03-05", *out]) == 2
+    assert "since 2026-03-05T00:00:00+00:00 has no labelled decisions" in capsys.readouterr().err
+    missing = f"sqlite:///{tmp_path / 'nowhere.db'}"
+    assert backtest.main(["--from-store", missing, *out]) == 2
+    assert "nowhere.db: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere.db").exists() and not (tmp_path / "o").exists()
+    for argv in (["x.parquet", "--from-store", store_url], [], ["x.parquet", "--since", "2026-01-01"],
+                 ["--from-store", store_url, "--since", "yesterday"]):
+        with pytest.raises(SystemExit) as stop:
+            backtest.main(argv)
+        assert stop.value.code == 2
+    assert "must be an ISO date" in capsys.readouterr().err
