@@ -39,7 +39,7 @@ def _ratio(num: int, den: int) -> float | None:
     return round(num / den, 4) if den else None
 
 
-def _window(window: timedelta, now: datetime | None) -> tuple[datetime, datetime]:
+def window_bounds(window: timedelta, now: datetime | None) -> tuple[datetime, datetime]:
     end = (now or datetime.now(UTC)).astimezone(UTC)
     return end - window, end
 
@@ -53,7 +53,7 @@ def quality(engine: Engine, window: timedelta, now: datetime | None = None,
     ``labelled_only``: only labelled transactions are read (through the labels and the decisions'
     transaction_id index, not a scan of the window), so decisions, alerts, blocked and alert_rate
     are of labelled transactions; precision, recall and the label delay are the same."""
-    start, end = _window(window, now)
+    start, end = window_bounds(window, now)
     cur = current_labels()
     fraud = cur.c.label == "fraud"
     labelled = cur.c.label.is_not(None)
@@ -122,7 +122,7 @@ def shadow_comparison(engine: Engine, window: timedelta, now: datetime | None = 
     transaction in the window), one dict per (primary_version, shadow_version): pairs, agreement
     (same decision), mean_abs_score_delta, mean_score_delta (shadow - primary), labelled,
     labelled_frauds, and precision / recall at each model's own block threshold on those pairs."""
-    start, end = _window(window, now)
+    start, end = window_bounds(window, now)
     p, s, cur = _latest("primary", start, end), _latest("shadow", start, end), current_labels()
     fraud, labelled = cur.c.label == "fraud", cur.c.label.is_not(None)
     p_block, s_block = p.c.decision == "block", s.c.decision == "block"

@@ -1,7 +1,7 @@
-"""``python -m fraudscore report``: decision quality per model version, and the shadow model
-against the primary, over a sliding window (``make report``).
+"""``python -m fraudscore report``: decision quality per model version, the shadow model against
+the primary, and drift against the training reference, over a sliding window (``make report``).
 
-    python -m fraudscore report [--store URL] [--window 30d] [--format table|json]
+    python -m fraudscore report [--store URL] [--window 30d] [--format table|json] [--drift-rows N]
 
 Exit status: 0 printed, 2 bad arguments, or a store that cannot be read (message on stderr).
 """
@@ -12,12 +12,14 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..settings import ConfigError, get_settings
+from .drift_report import TOP, band, drift, model_reference
 from .engine import create_store_engine, describe_error, parse_url, redact, sqlite_path
 from .migrate import current
 from .quality import quality, shadow_comparison
@@ -46,8 +48,12 @@ def _delay(s: float | None) -> str:
     return f"{s:.0f} s"
 
 
-def collect(url: str, window: timedelta, now: datetime | None = None) -> dict[str, Any]:
-    """Everything the report prints, as data (raises SQLAlchemyError, LookupError)."""
+def collect(url: str, window: timedelta, now: datetime | None = None,
+            reference: Callable[[str], dict[str, Any] | None] = model_reference,
+            drift_rows: int = 100_000) -> dict[str, Any]:
+    """Everything the report prints, as data (raises SQLAlchemyError, LookupError); ``reference``
+    gives a model version's drift reference; drift reads ``drift_rows`` decisions a version
+    (0: no drift)."""
     path = sqlite_path(parse_url(url))
     if path is not None and not path.exists():
         raise LookupError("no such SQLite file (the service creates it on its first start)")
@@ -59,7 +65,8 @@ def collect(url: str, window: timedelta, now: datetime | None = None) -> dict[st
         now = (now or datetime.now(UTC)).astimezone(UTC)
         return {"store": redact(url), "window_days": round(window.total_seconds() / 86_400, 3),
                 "now": now.isoformat(timespec="seconds"),
-                "quality": quality(engine, window, now), "shadow": shadow_comparison(engine, window, now)}
+                "quality": quality(engine, window, now), "shadow": shadow_comparison(engine, window, now),
+                "drift": drift(engine, window, now, reference, drift_rows) if drift_rows else []}
     finally:
         engine.dispose()
 
@@ -80,7 +87,14 @@ def print_tables(data: dict[str, Any]) -> None:
                   _pct(r["recall_with_review"]), _delay(r["label_delay_p50_s"]),
                   _delay(r["label_delay_p90_s"]))
     console.print(q if data["quality"] else "No decisions in the window.")
-    if not data["shadow"]:
+    _print_shadow(console, data["shadow"])
+    _print_drift(console, data["drift"])
+
+
+def _print_shadow(console: Any, shadow: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    if not shadow:
         console.print("No shadow model scored transactions in the window.")
         return
     s = Table(title="Shadow vs primary on the same transactions "
@@ -88,7 +102,7 @@ def print_tables(data: dict[str, Any]) -> None:
     for col in ("primary", "shadow", "pairs", "agreement", "mean |score delta|", "mean delta",
                 "labelled", "frauds", "precision P / S", "recall P / S"):
         s.add_column(col, justify="left" if col in ("primary", "shadow") else "right", no_wrap=True)
-    for r in data["shadow"]:
+    for r in shadow:
         s.add_row(r["primary_version"], r["shadow_version"], f"{r['pairs']:,}", _pct(r["agreement"]),
                   f"{r['mean_abs_score_delta']:.2f}", f"{r['mean_score_delta']:+.2f}", f"{r['labelled']:,}",
                   f"{r['labelled_frauds']:,}",
@@ -97,13 +111,37 @@ def print_tables(data: dict[str, Any]) -> None:
     console.print(s)
 
 
+def _print_drift(console: Any, rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    if not rows:
+        return
+    t = Table(title="Drift against the training reference (PSI: < 0.1 stable, 0.1-0.25 moderate, "
+                    "> 0.25 major; the most recent decisions of each version)")
+    for col in ("model version", "decisions read", "score PSI", f"top {TOP} features by PSI"):
+        t.add_column(col, justify="left" if col != "decisions read" else "right", no_wrap=True)
+    for r in rows:
+        if "unavailable" in r:
+            t.add_row(r["model_version"], f"{r.get('rows', 0):,}", "-", r["unavailable"])
+            continue
+        top = ", ".join(f"{k} {v:.3f}" for k, v in list(r["features"].items())[:TOP])
+        t.add_row(r["model_version"], f"{r['rows']:,}", f"{r['score_psi']:.3f} ({band(r['score_psi'])})",
+                  f"{top} (highest: {band(next(iter(r['features'].values())))})")
+    console.print(t)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fraudscore report", description=__doc__.split("\n\n")[0])
     p.add_argument("--store", help="store URL (default: FRAUD_STORE_URL, else SQLite in FRAUD_DATA_DIR)")
     p.add_argument("--window", type=parse_window, default=None,
                    help="sliding window, e.g. 30d, 12h (default: FRAUD_QUALITY_WINDOW_DAYS)")
     p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--drift-rows", type=int, default=100_000, metavar="N",
+                   help="drift: the most recent N primary decisions of each model version (default 100,000, "
+                        "about 2-3 s; 0: no drift)")
     args = p.parse_args(argv)
+    if args.drift_rows < 0:
+        p.error("--drift-rows must be >= 0")
     shown = "the store"
     try:
         settings = get_settings()
@@ -111,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         parse_url(url, "--store" if args.store else "FRAUD_STORE_URL")
         shown = redact(url)
         window = args.window or timedelta(days=settings.quality_window_days)
-        data = collect(url, window)
+        data = collect(url, window, drift_rows=args.drift_rows)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

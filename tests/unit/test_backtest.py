@@ -161,7 +161,8 @@ def test_backtest_from_a_store_equals_the_backtest_of_the_same_rows_in_a_file(tr
     assert "on decision store " in printed and "600 rows, 26 frauds, 2.00 days" in printed
     assert backtest.main([str(tmp_path / "same.parquet"), *common, "--days", "2",
                           "--out", str(tmp_path / "file")]) == 0
-    from_store, from_file = (json.loads((tmp_path / d / "backtest.json").read_text()) for d in ("store", "file"))
+    from_store, from_file = (json.loads((tmp_path / d / "backtest.json").read_text())
+                             for d in ("store", "file"))
     assert from_store["input"].startswith("decision store ")
     assert from_store["days"] == pytest.approx(2.0)
     for field in ("rows", "frauds", "recommended", "in_force", "apply"):
@@ -172,7 +173,8 @@ def test_backtest_from_a_store_equals_the_backtest_of_the_same_rows_in_a_file(tr
         assert np.allclose(tables[0][name].to_numpy(), tables[1][name].to_numpy(), rtol=1e-6), name
 
 
-def test_backtest_from_a_store_refuses_what_it_cannot_use(trained, stand_in, store, store_url, tmp_path, capsys):
+def test_backtest_from_a_store_refuses_what_it_cannot_use(trained, stand_in, store, store_url, tmp_path,
+                                                           capsys):
     out = ["--model", trained.tag, "--out", str(tmp_path / "o")]
     assert backtest.main(["--from-store", store_url, *out]) == 2
     assert "has no labelled decisions" in capsys.readouterr().err
