@@ -30,14 +30,24 @@ from .scorer import Scorer
 from .shadow import Shadow
 from .thresholds import Thresholds
 
-# A pause between two pieces of bulk work: a timer (not a plain yield) makes the loop poll its
-# sockets first, so single transactions that arrived meanwhile are read and served before the
-# next piece, not after every large request in progress.
-BULK_PAUSE_S = 0.0001
-
 
 async def yield_to_io() -> None:
-    await asyncio.sleep(BULK_PAUSE_S)
+    """A pause between two pieces of bulk work: one turn of the event loop, I/O first.
+
+    A timer due now (not a plain yield) runs after the callbacks of the sockets polled in that
+    turn, so single transactions that arrived meanwhile are read, and their tasks queued, before
+    the next piece, not after every large request in progress. Due now, not in 0.1 ms as before:
+    epoll rounds any positive wait up to 1 ms, which an idle loop then slept (16 ms of nothing in
+    a 1,000-row request)."""
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    loop.call_at(loop.time(), _wake, waiter)
+    await waiter
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():  # the request may have been cancelled meanwhile
+        waiter.set_result(None)
 
 
 # Rows scored between two returns to the event loop in a large request (~0.4 ms of work)

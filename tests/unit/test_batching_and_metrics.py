@@ -113,3 +113,41 @@ def test_a_closed_batcher_serves_again_on_the_next_call():
         batcher.close()
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_bulk_pauses_serve_waiting_sockets_first_and_never_sleep(loop_name):
+    """Between two pieces of a large request the loop reads the sockets that became readable, and
+    runs their callbacks, before the next piece; on an idle loop a pause costs no sleep (a 0.1 ms
+    timer used to cost 1 ms each: epoll's resolution)."""
+    import socket
+
+    import uvloop
+
+    from fraudscore.scoring.pipeline import yield_to_io
+
+    async def run() -> tuple[list[str], float]:
+        loop = asyncio.get_running_loop()
+        order: list[str] = []
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        loop.add_reader(a, lambda: (a.recv(16), order.append("io")))
+        try:
+            b.send(b"x")  # a single transaction arrives while a piece of bulk work runs
+            await yield_to_io()
+            order.append("bulk")
+        finally:
+            loop.remove_reader(a)
+            a.close()
+            b.close()
+        started = time.perf_counter()
+        for _ in range(100):
+            await yield_to_io()
+        return order, time.perf_counter() - started
+
+    factory = uvloop.new_event_loop if loop_name == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        order, idle = runner.run(run())
+    if loop_name == "asyncio":  # the default loop; uvloop (libuv) runs due timers before polling
+        assert order == ["io", "bulk"]
+    assert idle < 0.05  # 100 pauses: at 1 ms each this was >= 0.1 s
