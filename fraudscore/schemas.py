@@ -123,6 +123,9 @@ class LegacyFraudScoreOut(BaseModel):
 
 class ModelInfoOut(BaseModel):
     tag: str
+    stage: Annotated[Literal["candidate", "production", "retired"], Field(
+        description="the entry's stage in the model store at this moment (make promote); a candidate "
+                    "or retired model serves only when FRAUD_MODEL_TAG names it")]
     engine: str
     trained_at: str
     data_source: str

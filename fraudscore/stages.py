@@ -66,6 +66,13 @@ def _read_record(path: Path, checksums: Any) -> tuple[dict[str, Any] | None, str
     return record, None
 
 
+def stage_at(path: Path, checksums: Any) -> str:
+    """The stage of the entry in folder ``path`` written with ``checksums`` (its metadata's),
+    read now: one small file, so a server reports a promotion or retirement made while it runs."""
+    record, _ = _read_record(path, checksums)
+    return record["stage"] if record else CANDIDATE
+
+
 def entry(model: Any) -> Entry:
     """The stage of a ``bentoml.models`` model (a candidate unless a matching record says else)."""
     metadata = dict(model.info.metadata)

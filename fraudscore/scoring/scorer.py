@@ -27,12 +27,14 @@ from ..ops.drift import DriftWindow
 from ..ops.metrics import observe_many
 from ..schemas import ModelInfoOut
 from ..settings import Settings
+from ..stages import stage_at
 from .explain import Explainer, from_artifact
 from .in_force import target_rate_in_force, thresholds_in_force
 from .model import Forest, OnnxForest, SklearnForest
 from .thresholds import Thresholds, to_scores
 from .watch import Watch
 
+_DECISIONS = ("approve", "review", "block")
 log = logging.getLogger("bentoml.fraudscore")
 # Time counts seconds from the first transaction of the reference period: a window of recent
 # traffic covers a short stretch of that clock, so its PSI against the training period would
@@ -59,27 +61,32 @@ class Scorer:
         self.explainer: Explainer | None = from_artifact(art)
         self.top_k = settings.reasons_top_k
         stats = art.serving["feature_stats"]
+        # a shadow (not counted) gets no decision, score, range or threshold series: a series made
+        # here is exported, at 0, even when nothing is ever counted in it
         self._decisions = {d: metrics.DECISIONS.labels(decision=d, model_version=self.version)
-                           for d in ("approve", "review", "block")}
-        self._score_hist = metrics.SCORES.labels(model_version=self.version)
+                           for d in _DECISIONS} if counted else {}
+        self._score_hist = metrics.SCORES.labels(model_version=self.version) if counted else None
         self._inference = metrics.INFERENCE_SECONDS.labels(model_version=self.version)
         self._batch_rows = metrics.BATCH_ROWS.labels(model_version=self.version)
         self._out_of_range = [metrics.OUT_OF_RANGE.labels(feature=f, model_version=self.version)
-                              for f in FEATURES]
+                              for f in FEATURES] if counted else []
         self._low = np.array([stats[f]["quantiles"]["0.001"] for f in FEATURES])
         self._high = np.array([stats[f]["quantiles"]["0.999"] for f in FEATURES])
         # warnings: outside the training min-max (inside the 0.1-99.9% range above: checked second)
         self._min = np.array([stats[f]["min"] for f in FEATURES])
         self._max = np.array([stats[f]["max"] for f in FEATURES])
-        self._block_gauge = metrics.BLOCK_THRESHOLD.labels(model_version=self.version)
-        self._review_gauge = metrics.REVIEW_THRESHOLD.labels(model_version=self.version)
+        if counted:
+            self._block_gauge = metrics.BLOCK_THRESHOLD.labels(model_version=self.version)
+            self._review_gauge = metrics.REVIEW_THRESHOLD.labels(model_version=self.version)
         drift = self._drift_window(art, settings) if counted else None
         self._watch = Watch(self.version, DRIFT_FEATURES, drift, target, self._set_thresholds) \
             if drift is not None or target is not None else None
         if counted:
             self._set_thresholds(self.thresholds)
+        self._entry_path, self._checksums = art.path, art.metadata.get("checksums")
         self._info = ModelInfoOut(
             tag=art.tag,
+            stage=stage_at(art.path, self._checksums),
             engine=self.forest.engine,
             trained_at=art.metadata["trained_at"],
             data_source=art.metadata["data_source"],
@@ -122,11 +129,12 @@ class Scorer:
     def model_info(self, key_name: str | None = None, profile: Thresholds | None = None) -> ModelInfoOut:
         """What /model_info answers; the thresholds are those in force for the calling key
         (``profile``: its own, from the key file), else the service's at this moment."""
+        stage = stage_at(self._entry_path, self._checksums)
         if profile is not None:
             source = f"key file [keys.{key_name}]"
-            return self._info.model_copy(update={"thresholds": profile.as_dict(),
+            return self._info.model_copy(update={"thresholds": profile.as_dict(), "stage": stage,
                                                  "thresholds_source": {"block": source, "review": source}})
-        return self._info.model_copy(update={"thresholds": self.thresholds.as_dict(),
+        return self._info.model_copy(update={"thresholds": self.thresholds.as_dict(), "stage": stage,
                                              "thresholds_source": dict(self.threshold_source)})
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -155,7 +163,7 @@ class Scorer:
         th = thresholds or self.thresholds
         block, decide = th.block, th.decide
         out = []
-        counts = dict.fromkeys(self._decisions, 0)
+        counts = dict.fromkeys(_DECISIONS, 0)
         flagged = []
         for i, (tx_id, p, s) in enumerate(zip(ids, proba.tolist(), scores.tolist(), strict=True)):
             decision = decide(s)

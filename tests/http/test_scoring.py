@@ -1,5 +1,6 @@
 import pytest
 
+from fraudscore import stages
 from tests.conftest import LEGACY_KEY, SECOND_KEY, tx_body
 
 NATIVE_FIELDS = {"fraud_score", "fraud_probability", "is_fraud", "decision", "threshold", "model_version",
@@ -87,6 +88,7 @@ def test_model_info(client, auth, trained):
     assert info["tag"] == trained.tag
     assert info["thresholds"] == trained.thresholds.as_dict()
     assert info["thresholds_source"] == {"block": "model", "review": "model"}
+    assert info["stage"] == stages.get(trained.tag).stage  # the entry's stage (promotion.json)
     assert info["metrics"]["auprc"] == trained.metrics["auprc"]
     assert len(info["top_feature_importances"]) == 10 and "onnxruntime" in info["versions"]
     assert info["data_source"].startswith("generated stand-in")

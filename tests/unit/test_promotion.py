@@ -288,3 +288,19 @@ def test_an_unknown_tag_or_a_bad_file_is_a_message_not_a_traceback(standin_tag, 
     bad.write_text('"Time","V1"\n1,2\n')
     assert promote.main([standin_tag, "--data", str(bad)]) == 2
     assert "wrong columns" in capsys.readouterr().err
+
+
+def test_model_info_reports_the_stage_of_the_entry_in_service_as_it_is_now(standin_tag, imported):
+    from fraudscore.scoring.scorer import Scorer
+    from fraudscore.settings import Settings
+
+    settings = Settings(_env_file=None, model_tag=standin_tag)
+    scorer = Scorer(artifact.load(standin_tag), settings, counted=False)  # makes no metric series
+    other = imported[0].tag
+    assert promote.main([other, "--allow-standin", *LOW]) == 0
+    assert scorer.model_info().stage == stages.get(standin_tag).stage != stages.PRODUCTION
+    assert promote.main([standin_tag, "--allow-standin", *LOW]) == 0
+    assert scorer.model_info().stage == stages.PRODUCTION  # promoted while it serves
+    assert scorer.model_info("merchant", scorer.thresholds).stage == stages.PRODUCTION
+    assert promote.main([other, "--allow-standin", *LOW]) == 0
+    assert scorer.model_info().stage == stages.RETIRED

@@ -136,3 +136,58 @@ def test_reasons_follow_the_top_k_setting_and_zero_turns_them_off(trained, stand
         flagged = [v for v in verdicts if v["decision"] != "approve"]
         assert flagged
         assert all(len(v.get("reasons") or []) == k for v in flagged)
+
+
+def test_a_shadow_model_is_recorded_beside_the_primary_and_never_decides(trained, stand_in, tmp_path):
+    """FRAUD_SHADOW_MODEL_TAG: the answer is the primary's; the store gets the shadow's verdict on
+    the same transaction (role shadow, its own version); the shadow makes no decision, score or
+    threshold series (the dashboard's thresholds in force and traffic by version stay the
+    primary's)."""
+    from sqlalchemy import select
+
+    from fraudscore.edge.handlers import _collect_metrics
+    from fraudscore.scoring.pipeline import Origin
+    from fraudscore.store.engine import create_store_engine
+    from fraudscore.store.runtime import Store
+    from fraudscore.store.schema import decisions
+    from fraudscore.training.data import generate
+    from fraudscore.training.trainer import TrainConfig, train
+    from tests.receiver import wait_for
+
+    challenger = train(generate(20_000, seed=5), TrainConfig(n_estimators=6, n_jobs=1, seed=5),
+                       progress=False, log=lambda *_: None).tag
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    settings = _settings(model_tag=trained.tag, shadow_model_tag=challenger, store_url=url,
+                         decision_writer="thread")
+    store = Store(settings)
+    pipeline = ScoringPipeline.load(settings, decision_log=store.decision_log)
+    rows = [TransactionIn(**tx_body(stand_in, i, transaction_id=f"s{i}")) for i in range(40)]
+    try:
+        async def serve() -> list[dict]:
+            out = await pipeline.score_transactions(rows, origin=Origin("/fraud_score/batch", "k", "r", 0.0))
+            await asyncio.sleep(0.3)  # a serving loop keeps running: the shadow scores off the request path
+            return out
+
+        verdicts = asyncio.run(serve())
+        assert {v["model_version"] for v in verdicts} == {trained.tag}
+        engine = create_store_engine(url)
+        d = decisions.c
+
+        def recorded() -> list:
+            with engine.connect() as conn:
+                return conn.execute(select(d.transaction_id, d.role, d.model_version, d.score)).all()
+
+        assert wait_for(lambda: len(recorded()) == 80, 10)
+        got = recorded()
+        assert {(r.transaction_id, r.model_version) for r in got if r.role == "shadow"} == \
+            {(f"s{i}", challenger) for i in range(40)}
+        primary = {r.transaction_id: r.score for r in got if r.role == "primary"}
+        assert primary == {v["transaction_id"]: v["fraud_score"] for v in verdicts}
+        engine.dispose()
+        text = _collect_metrics().decode()
+        assert f'model_version="{trained.tag}"' in text
+        counted = ("fraud_decisions_total", "fraud_block_threshold", "fraud_review_threshold", "fraud_scores")
+        assert not [line for line in text.splitlines() if challenger in line and line.startswith(counted)]
+    finally:
+        pipeline.close()
+        store.close()
