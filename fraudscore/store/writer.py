@@ -78,6 +78,7 @@ class DecisionLog:
         self._closed = False
         self._deadline = float("inf")
         self.down_since: datetime | None = None
+        self._outage: datetime | None = None  # an outage during the current warning interval
         self.last_error: str | None = None
         self._warned_at = time.monotonic()
         self._warned_drops = 0
@@ -210,6 +211,7 @@ class DecisionLog:
         now = time.monotonic()
         if self.down_since is None:
             self.down_since = datetime.now(UTC)
+        self._outage = self._outage or self.down_since
         if now - self._failure_logged_at >= self._warn_interval:
             self._failure_logged_at = now
             log.warning("decision store unreachable since %s (%d buffered, retrying): %s",
@@ -239,11 +241,17 @@ class DecisionLog:
     def _warn_drops(self, now: float) -> None:
         dropped = self._dropped["buffer_full"]
         if dropped > self._warned_drops:
-            cause = (f"store unreachable since {self.down_since.isoformat(timespec='seconds')}"
-                     if self.down_since else "the store is slower than the traffic")
+            # the cause while they were dropped: the store may be back by the time this is said
+            if self.down_since is not None:
+                cause = f"store unreachable since {self.down_since.isoformat(timespec='seconds')}"
+            elif self._outage is not None:
+                since = self._outage.isoformat(timespec="seconds")
+                cause = f"store unreachable from {since} (reachable again)"
+            else:
+                cause = "the store is slower than the traffic"
             log.warning("dropped %d decisions in the last %.0f s (buffer of %d full): %s",
                         dropped - self._warned_drops, now - self._warned_at, self._bound, cause)
-        self._warned_at, self._warned_drops = now, dropped
+        self._warned_at, self._warned_drops, self._outage = now, dropped, self.down_since
 
     def _retain(self) -> None:
         try:
