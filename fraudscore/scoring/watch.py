@@ -1,7 +1,8 @@
 """What the scorer watches as it scores: drift (PSI) and, in target-rate mode, the block threshold.
 
-The request path only hands over references: ``add(X, scores)`` appends the block's feature rows
-and scores to a list (no copy, no binning). Every FOLD_ROWS rows or FOLD_S seconds, whichever
+The request path only hands its rows over: ``add(X, scores)`` copies a small block's feature rows
+and scores into a preallocated buffer (a single transaction: ~0.5 µs; larger blocks are kept by
+reference), no binning. Every FOLD_ROWS rows or FOLD_S seconds, whichever
 comes first (checked when a block arrives: an idle worker keeps its last values), the pending
 rows are binned and added to the windows in one vectorised step, the PSI gauges are set and the
 target-rate thresholds recomputed. So the work is amortised to well under a microsecond a row,
@@ -44,7 +45,12 @@ class Watch:
         self._drift, self._target, self._on_change = drift, target, on_change
         self._columns = np.array([FEATURES.index(f) for f in features])  # of the scored rows
         self._version = version
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        # rows of small blocks, copied here: a fold then reads one array instead of concatenating
+        # a thousand one-row arrays (~0.24 ms, on the request that triggers it)
+        self._buf_X = np.empty((FOLD_ROWS, len(FEATURES)))
+        self._buf_s = np.empty(FOLD_ROWS, dtype=np.int64)
+        self._n = 0
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # larger blocks, by reference
         self._rows = 0
         self._due = time.monotonic() + FOLD_S
         # made only with a drift window: a labelled child is exported (as 0) once it exists
@@ -52,9 +58,15 @@ class Watch:
             if drift is not None else []
 
     def add(self, X: np.ndarray, scores: np.ndarray) -> None:
-        """The request path's share: keep references; fold when enough rows or time passed."""
-        self._pending.append((X, scores))
-        self._rows += len(scores)
+        """The request path's share: keep the rows; fold when enough rows or time passed."""
+        m, n = len(scores), self._n
+        if m <= 8 and n + m <= FOLD_ROWS:
+            self._buf_X[n:n + m] = X
+            self._buf_s[n:n + m] = scores
+            self._n = n + m
+        else:
+            self._pending.append((X, scores))
+        self._rows += m
         if self._rows >= FOLD_ROWS or time.monotonic() >= self._due:
             try:
                 self.fold()
@@ -63,6 +75,9 @@ class Watch:
 
     def fold(self) -> None:
         pending, self._pending, self._rows = self._pending, [], 0
+        if self._n:
+            pending.append((self._buf_X[:self._n], self._buf_s[:self._n]))  # read before any reuse
+            self._n = 0
         self._due = time.monotonic() + FOLD_S
         if not pending:
             return

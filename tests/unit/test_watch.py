@@ -73,6 +73,26 @@ def test_the_sliding_counts_equal_a_recount_of_the_last_rows():
     assert np.allclose(window.psi()[0], fresh.psi()[0])
 
 
+def test_the_watch_counts_every_row_it_is_handed_single_or_in_blocks():
+    """Single transactions (copied into the watch's buffer) and batches (kept by reference) all
+    reach the window: its counts equal a window fed the same rows at once."""
+    rng = np.random.default_rng(4)
+    X0, s0 = _normal(rng, 5_000)
+    ref = reference(X0, FEATURES, s0)
+    watch = watch_module.Watch("v", FEATURES, DriftWindow(ref, FEATURES, size=10_000), None, lambda _t: None)
+    Xs, ss = [], []
+    for n in [1] * 700 + [64, 1, 1, 1_000, 3] + [1] * 900:  # crosses FOLD_ROWS several times
+        X, s = _normal(rng, n, shift=0.3)
+        Xs.append(X)
+        ss.append(s)
+        watch.add(X, s)
+    watch.fold()
+    fresh = DriftWindow(ref, FEATURES, size=10_000)
+    fresh.add(np.concatenate(Xs), np.concatenate(ss))
+    assert watch._drift.filled == fresh.filled == sum(len(s) for s in ss)
+    assert np.array_equal(watch._drift._counts, fresh._counts)
+
+
 def test_a_feature_with_ties_has_fewer_bins_and_no_false_drift():
     rng = np.random.default_rng(3)
     X, s = _normal(rng, 20_000)
