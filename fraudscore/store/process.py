@@ -35,7 +35,7 @@ from pathlib import Path
 from ..ops import metrics
 from .records import DecisionRecord
 from .writer import BATCH_MAX, FLUSH_INTERVAL_S, CloseReport
-from .writer_process import frame, read_frame, records_in
+from .writer_process import frame, read_frame
 
 log = logging.getLogger("bentoml.fraudscore.store")
 
@@ -45,6 +45,44 @@ FRAME_RECORDS = 5_000  # records per frame at most (~2.5 MB)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds fraudscore/
 
 HookSpec = tuple[str, str, list]  # module under fraudscore., function, arguments: builds a BatchHook
+
+
+class _Outgoing:
+    """Frames the pipe has not taken yet, and how many records they hold. A write may end inside a
+    frame: its records still count as unsent (the child has not got them whole), and the rest of
+    the frame is the next thing written. (Counting by parsing the bytes failed there: the cut
+    frame's tail read as garbage.)"""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self._frames: deque[list[int]] = deque()  # [bytes not yet written, records], in order
+        self.records = 0
+
+    def add(self, data: bytes, records: int) -> None:
+        self.data += data
+        self._frames.append([len(data), records])
+        self.records += records
+
+    def written(self, n: int) -> None:
+        """The pipe took the first ``n`` bytes."""
+        del self.data[:n]
+        frames = self._frames
+        while n:
+            head = frames[0]
+            taken = min(n, head[0])
+            head[0] -= taken
+            n -= taken
+            if head[0] == 0:
+                frames.popleft()
+                self.records -= head[1]
+
+    def clear(self) -> None:
+        self.data.clear()
+        self._frames.clear()
+        self.records = 0
+
+    def __len__(self) -> int:
+        return len(self.data)
 
 
 class ProcessDecisionLog:
@@ -66,8 +104,8 @@ class ProcessDecisionLog:
         # dropped here, before the child: buffer full (or lost with a dead child), or after close
         self._dropped = {"buffer_full": 0, "shutdown": 0}
         self._published = dict.fromkeys(self._dropped, 0)
-        self._unsent = bytearray()  # frames the pipe did not take yet
-        self._writing_fd: int | None = None  # the fd registered with the loop while _unsent waits
+        self._unsent = _Outgoing()  # frames the pipe did not take yet
+        self._writing_fd: int | None = None  # the fd registered with the loop while frames wait
         self._started_at = -RESTART_AFTER_S
         self._proc: subprocess.Popen | None = None
         self._start()
@@ -80,7 +118,8 @@ class ProcessDecisionLog:
             [sys.executable, "-m", "fraudscore.store.writer_process"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, close_fds=True, env={**os.environ, "PYTHONPATH": path})
         os.set_blocking(self._proc.stdin.fileno(), False)
-        self._unsent = bytearray(frame(self._config))
+        self._unsent.clear()
+        self._unsent.add(frame(self._config), 0)
         self._send()
 
     def _alive(self) -> bool:
@@ -91,7 +130,7 @@ class ProcessDecisionLog:
             return True
         if proc is not None:
             self._forget(proc)
-            lost = records_in(self._unsent)
+            lost = self._unsent.records
             self._dropped["buffer_full"] += lost
             self._unsent.clear()
             log.error("decision log writer process exited with code %s; %d unsent decisions dropped "
@@ -149,7 +188,8 @@ class ProcessDecisionLog:
         """Buffered records into frames of at most FRAME_RECORDS, until ``limit`` bytes wait."""
         buf, popleft = self._buf, self._buf.popleft
         while buf and len(self._unsent) < limit:
-            self._unsent += frame([tuple(popleft()) for _ in range(min(len(buf), FRAME_RECORDS))])
+            records = [tuple(popleft()) for _ in range(min(len(buf), FRAME_RECORDS))]
+            self._unsent.add(frame(records), len(records))
 
     def _send(self) -> None:
         """Write what the pipe takes now; the rest when the loop says it is writable."""
@@ -159,7 +199,7 @@ class ProcessDecisionLog:
             return
         fd = proc.stdin.fileno()
         try:
-            n = os.write(fd, self._unsent)
+            n = os.write(fd, self._unsent.data)
         except BlockingIOError:
             n = 0
         except OSError as exc:  # EPIPE: the child is gone; _alive() reports it
@@ -167,7 +207,7 @@ class ProcessDecisionLog:
                 raise
             self._unwatch()
             return
-        del self._unsent[:n]
+        self._unsent.written(n)
         if self._unsent:
             self._watch(fd)
         else:
@@ -198,7 +238,7 @@ class ProcessDecisionLog:
     @property
     def buffered(self) -> int:
         """Records held in this process (the child's own buffer not included)."""
-        return len(self._buf) + records_in(self._unsent)
+        return len(self._buf) + self._unsent.records
 
     @property
     def dropped(self) -> int:
@@ -215,11 +255,11 @@ class ProcessDecisionLog:
         report = {"written": 0, "unwritten": 0, "dropped": 0}
         if proc is not None and proc.poll() is None:
             self._pack(float("inf"))
-            self._unsent += frame(max(0.0, deadline - time.monotonic()))  # close
+            self._unsent.add(frame(max(0.0, deadline - time.monotonic())), 0)  # close
             fd = proc.stdin.fileno()
             while self._unsent and time.monotonic() < deadline:
                 try:
-                    del self._unsent[:os.write(fd, self._unsent)]
+                    self._unsent.written(os.write(fd, self._unsent.data))
                 except BlockingIOError:
                     select.select([], [fd], [], 0.1)
                 except OSError:
@@ -236,7 +276,7 @@ class ProcessDecisionLog:
         if proc is not None:
             self._forget(proc)
         self._proc = None
-        unsent = len(self._buf) + records_in(self._unsent)
+        unsent = len(self._buf) + self._unsent.records
         self._dropped["shutdown"] += unsent
         self._buf.clear()
         self._unsent.clear()

@@ -27,18 +27,6 @@ def frame(value: Any) -> bytes:
     return LEN.pack(len(data)) + data
 
 
-def records_in(frames: bytes | bytearray) -> int:
-    """How many records the (whole) frames in ``frames`` hold."""
-    n, view, at = 0, memoryview(frames), 0
-    while at + 4 <= len(view):
-        size = LEN.unpack_from(view, at)[0]
-        if size and at + 4 + size <= len(view):
-            value = marshal.loads(view[at + 4:at + 4 + size])  # noqa: S302 (our own frames, private pipe)
-            n += len(value) if isinstance(value, list) else 0
-        at += 4 + size
-    return n
-
-
 def read_frame(f: BinaryIO, deadline: float) -> Any:
     """One frame from the child's stdout, or None at its end or past ``deadline``."""
     fd, data = f.fileno(), b""
