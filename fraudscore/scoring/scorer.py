@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from ..features import FEATURES
 from ..ops import metrics
 from ..ops.drift import DriftWindow
 from ..ops.metrics import observe_many
-from ..schemas import ModelInfoOut
+from ..schemas import Decision, ModelInfoOut
 from ..settings import Settings
 from ..stages import stage_at
 from .explain import Explainer, from_artifact
@@ -34,7 +34,7 @@ from .model import Forest, OnnxForest, SklearnForest
 from .thresholds import Thresholds, to_scores
 from .watch import Watch
 
-_DECISIONS = ("approve", "review", "block")
+_DECISIONS = get_args(Decision)  # approve, review, block
 log = logging.getLogger("bentoml.fraudscore")
 # Time counts seconds from the first transaction of the reference period: a window of recent
 # traffic covers a short stretch of that clock, so its PSI against the training period would

@@ -33,6 +33,7 @@ from .adaptive import TargetRate
 from .thresholds import Thresholds
 
 FOLD_ROWS = 1_000
+COPIED_ROWS = 8  # blocks up to this size are copied into the buffer; larger ones kept by reference
 FOLD_S = 1.0
 log = logging.getLogger("bentoml.fraudscore")
 _failures = Throttled(log, logging.ERROR, 60.0)
@@ -60,7 +61,7 @@ class Watch:
     def add(self, X: np.ndarray, scores: np.ndarray) -> None:
         """The request path's share: keep the rows; fold when enough rows or time passed."""
         m, n = len(scores), self._n
-        if m <= 8 and n + m <= FOLD_ROWS:
+        if m <= COPIED_ROWS and n + m <= FOLD_ROWS:
             self._buf_X[n:n + m] = X
             self._buf_s[n:n + m] = scores
             self._n = n + m

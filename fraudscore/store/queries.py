@@ -160,9 +160,8 @@ def since_argument(v: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def read_labelled(url: str, since: datetime | None = None,
-                  option: str = "--from-store") -> tuple[Labelled, str]:
-    """:func:`labelled_decisions` of the store at ``url`` (an offline tool's option, ``option``),
+def read_labelled(url: str, since: datetime | None = None) -> tuple[Labelled, str]:
+    """:func:`labelled_decisions` of the store at ``url`` (the offline tools' ``--from-store``),
     and the store's name to show (no password); :class:`StoreUnreadable` when it cannot be read."""
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -170,7 +169,7 @@ def read_labelled(url: str, since: datetime | None = None,
     from .engine import create_store_engine, describe_error, parse_url, redact, sqlite_path
 
     try:
-        parsed = parse_url(url, option)
+        parsed = parse_url(url, "--from-store")
     except ConfigError as exc:
         raise StoreUnreadable(str(exc)) from None
     shown = f"decision store {redact(url)}"
