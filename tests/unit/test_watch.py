@@ -13,7 +13,7 @@ from fraudscore.ops.drift import DriftWindow, psi, reference
 from fraudscore.schemas import FraudScoreOut
 from fraudscore.scoring import watch as watch_module
 from fraudscore.scoring.adaptive import TargetRate
-from fraudscore.scoring.scorer import Scorer
+from fraudscore.scoring.scorer import DRIFT_FEATURES, Scorer
 from fraudscore.scoring.thresholds import Thresholds
 from fraudscore.settings import ConfigError, Settings, load_settings
 from fraudscore.training.trainer import alert_rates
@@ -79,7 +79,11 @@ def test_the_watch_counts_every_row_it_is_handed_single_or_in_blocks():
     rng = np.random.default_rng(4)
     X0, s0 = _normal(rng, 5_000)
     ref = reference(X0, FEATURES, s0)
-    watch = watch_module.Watch("v", FEATURES, DriftWindow(ref, FEATURES, size=10_000), None, lambda _t: None)
+    # the served features (no Time), as the scorer watches them: the gauges it sets are the
+    # process's own, and a Time series would outlive this test in the HTTP tier's /metrics
+    watched = DRIFT_FEATURES
+    window = DriftWindow(ref, watched, size=10_000)
+    watch = watch_module.Watch("v", watched, window, None, lambda _t: None)
     Xs, ss = [], []
     for n in [1] * 700 + [64, 1, 1, 1_000, 3] + [1] * 900:  # crosses FOLD_ROWS several times
         X, s = _normal(rng, n, shift=0.3)
@@ -87,8 +91,8 @@ def test_the_watch_counts_every_row_it_is_handed_single_or_in_blocks():
         ss.append(s)
         watch.add(X, s)
     watch.fold()
-    fresh = DriftWindow(ref, FEATURES, size=10_000)
-    fresh.add(np.concatenate(Xs), np.concatenate(ss))
+    fresh = DriftWindow(ref, watched, size=10_000)
+    fresh.add(np.concatenate(Xs)[:, [FEATURES.index(f) for f in watched]], np.concatenate(ss))
     assert watch._drift.filled == fresh.filled == sum(len(s) for s in ss)
     assert np.array_equal(watch._drift._counts, fresh._counts)
 
