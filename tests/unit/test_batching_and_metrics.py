@@ -124,7 +124,7 @@ def test_bulk_pauses_serve_waiting_sockets_first_and_never_sleep(loop_name):
 
     import uvloop
 
-    from fraudscore.scoring.pipeline import yield_to_io
+    from fraudscore.scoring.lane import yield_to_io
 
     async def run() -> tuple[list[str], float]:
         loop = asyncio.get_running_loop()
