@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any, get_args
 
@@ -28,6 +27,7 @@ from ..ops.metrics import observe_many
 from ..schemas import Decision, ModelInfoOut
 from ..settings import Settings
 from ..stages import stage_at
+from ..store.records import new_transaction_id
 from .explain import Explainer, from_artifact
 from .in_force import target_rate_in_force, thresholds_in_force
 from .model import Forest, OnnxForest, SklearnForest
@@ -172,7 +172,7 @@ class Scorer:
                 flagged.append(i)
             out.append({"fraud_score": s, "fraud_probability": round(p, 6), "is_fraud": s >= block,
                         "decision": decision, "threshold": block, "model_version": self.version,
-                        "transaction_id": tx_id or str(uuid.uuid4())})
+                        "transaction_id": tx_id or new_transaction_id()})
         if warnings:
             for i, found in warnings.items():
                 out[i]["warnings"] = found

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from array import array
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import numpy as np
+import uuid_utils
 
 from ..features import FEATURES
 
@@ -48,8 +48,12 @@ class DecisionRecord(NamedTuple):
 
 def new_transaction_id() -> str:
     """An id for a transaction the client sent without one (return it to the client, so its
-    labels can find the decision)."""
-    return str(uuid.uuid4())
+    labels can find the decision): a version-7 UUID, which starts with the time in milliseconds.
+    Ids made one after another sort in that order, so the store's index on transaction_id grows
+    at its end (measured 2026-12-01, SQLite, batches of 300: random version-4 ids cost the writer
+    11-14 µs of CPU a decision at 100,000-300,000 rows, these 5.6) and an id tells when it was made.
+    ~0.2 µs to make, against 2.2 for ``uuid.uuid4()``."""
+    return str(uuid_utils.uuid7())
 
 
 def make_record(verdict: dict[str, Any], features: np.ndarray | Sequence[float], *, route: str,

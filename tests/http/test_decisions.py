@@ -3,6 +3,7 @@
 import base64
 import json
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -73,6 +74,21 @@ def test_every_verdict_is_recorded_and_can_be_read_back(client, auth, stand_in, 
     assert d["reasons"] == verdict.get("reasons") and d["latency_ms"] > 0 and found["times_scored"] == 1
     generated = client.post("/fraud_score", json=tx_body(stand_in, 3), headers=auth).json()["transaction_id"]
     assert _recorded(client, generated)["decision"]["transaction_id"] == generated
+
+
+def test_generated_ids_are_version_7_uuids_in_the_order_they_were_made(client, auth, stand_in):
+    """Time-ordered ids keep the store's index growing at its end, and tell when they were made."""
+    before_ms = time.time_ns() // 1_000_000
+    ids = [client.post("/fraud_score", json=tx_body(stand_in, i), headers=auth).json()["transaction_id"]
+           for i in range(3)]
+    batch = client.post("/fraud_score/batch", headers=auth,
+                        json={"transactions": [tx_body(stand_in, i) for i in range(3)]}).json()
+    ids += [v["transaction_id"] for v in batch]
+    after_ms = time.time_ns() // 1_000_000
+    parsed = [uuid.UUID(i) for i in ids]
+    assert [u.version for u in parsed] == [7] * 6 and len(set(ids)) == 6
+    made_ms = [u.int >> 80 for u in parsed]  # the first 48 bits: Unix time in milliseconds
+    assert made_ms == sorted(made_ms) and before_ms <= made_ms[0] and made_ms[-1] <= after_ms
 
 
 def test_scopes_keep_scoring_reading_and_labelling_apart(client, auth, stand_in):
