@@ -20,6 +20,14 @@ from .records import DecisionRecord
 from .writer import DecisionLog
 
 LEN = struct.Struct(">I")
+# The writer's CPU priority, below the serving workers' (nice 0): the decision log is a side
+# effect, and the CPU it needs is taken when the workers wait, not while they score. Measured
+# side by side (bench/run.py, 2026-12-01): with 5% of the requests being 1,000-row batches the
+# single route's p99 fell from 17-27 ms to 11-16 ms (alone: 6-8 ms); with single transactions at
+# saturation the throughput with the log on was no lower (SQLite 0.86 of off vs 0.82 at nice 0,
+# PostgreSQL 0.87 vs 0.81), the writer's CPU a decision lower (14 vs 21 µs: it wakes less often and
+# writes larger batches), and no decision dropped.
+NICE = 10
 
 
 def frame(value: Any) -> bytes:
@@ -103,5 +111,6 @@ def _configure_logging() -> None:
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(NICE)
     _configure_logging()
     sys.exit(child_main(sys.stdin.buffer, sys.stdout.buffer))

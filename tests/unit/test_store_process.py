@@ -65,6 +65,17 @@ def test_the_store_url_is_not_on_the_childs_command_line(tmp_path):
         log.close(timeout=10)
 
 
+def test_the_writer_process_runs_below_the_workers_cpu_priority(tmp_path):
+    """The decision log takes the CPU the scoring leaves: its process is niced."""
+    log = ProcessDecisionLog(f"sqlite:///{tmp_path / 'd.db'}")
+    try:
+        want = min(19, os.getpriority(os.PRIO_PROCESS, 0) + writer_process.NICE)
+        assert writer_process.NICE > 0
+        assert wait_for(lambda: os.getpriority(os.PRIO_PROCESS, log._proc.pid) == want, timeout=10)
+    finally:
+        log.close(timeout=10)
+
+
 def test_a_worker_gone_without_closing_still_gets_its_decisions_written(store, store_url):
     log = ProcessDecisionLog(store_url)
     for i in range(50):
