@@ -50,11 +50,14 @@ def write_bodies(folder: Path) -> dict[str, Path]:
 
 @dataclass(frozen=True)
 class Load:
-    """What wrk sends: singles to ``path``, a share of 1,000-row batches, at ``conns`` connections."""
+    """What wrk sends: singles to ``path``, a share of 1,000-row batches, at ``conns`` connections,
+    each waiting ``delay_ms`` after an answer before its next request (0: at once, the service
+    saturated; a delay keeps it below its capacity)."""
 
     conns: int
     path: str = "/fraud_score"
     batch_permille: int = 0  # 1000: batches only
+    delay_ms: int = 0
 
     @property
     def rows(self) -> float:
@@ -76,7 +79,8 @@ class Bench:
         out = self.out / "cell.json"
         env = {**os.environ, "BENCH_KEY": self.key, "BENCH_PATH": load.path,
                "BENCH_SINGLE": str(self.bodies["single"]), "BENCH_BATCH": str(self.bodies["batch"]),
-               "BENCH_BATCH_PERMILLE": str(load.batch_permille), "BENCH_OUT": str(out)}
+               "BENCH_BATCH_PERMILLE": str(load.batch_permille), "BENCH_OUT": str(out),
+               "BENCH_DELAY_MS": str(load.delay_ms)}
         subprocess.run([self.wrk, f"-t{min(load.conns, 2)}", f"-c{load.conns}", f"-d{seconds}s",
                         "--timeout", f"{timeout_s}s", "-s", str(ROOT / "bench" / "wrk.lua"), url],
                        env=env, check=True, stdout=subprocess.DEVNULL)

@@ -5,6 +5,7 @@
 --   BENCH_BATCH     file of batch bodies, POSTed to /fraud_score/batch
 --   BENCH_BATCH_PERMILLE  how many requests in 1,000 are batches (0 = singles only; 1000 = batches)
 --   BENCH_OUT       where the run's figures go, as JSON
+--   BENCH_DELAY_MS  a connection's pause after an answer before its next request (default 0)
 -- Latency is measured per request kind and status: each request carries its send time (LuaJIT
 -- clock) in X-Request-ID, which the service echoes; the answer's arrival minus that time is its
 -- latency, counted in a histogram of 2%-wide buckets (flat tables: wrk's thread:get() crashes on
@@ -35,6 +36,11 @@ local batches = lines(os.getenv("BENCH_BATCH"))
 local permille = tonumber(os.getenv("BENCH_BATCH_PERMILLE") or "0")
 local threads = {}
 local counter = 0
+local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
+if delay_ms > 0 then
+  -- wrk pauses before it calls request(), so the send time below excludes the pause
+  function delay() return delay_ms end
+end
 
 function setup(thread)
   thread:set("offset", counter)
