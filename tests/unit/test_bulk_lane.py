@@ -58,35 +58,3 @@ def test_large_requests_in_flight_take_turns_with_the_sockets(trained, stand_in,
     assert order.count("piece") == 3 * pieces
     back_to_back = [i for i in range(1, len(order)) if order[i] == order[i - 1] == "piece"]
     assert back_to_back == [], order
-
-
-def test_a_single_transaction_is_not_merged_while_a_large_request_holds_the_lane(trained, stand_in):
-    """Merging waits a turn of the loop; with bulk work in the lane a turn holds a piece of it, so a
-    single transaction is scored at once then (and merged again once the lane is free)."""
-    pipeline = _pipeline(trained, adaptive_batching=True)
-    merged: list[int] = []
-    batcher = pipeline._batcher
-
-    async def recording(X):
-        merged.append(len(X))
-        return await batcher(X)
-
-    pipeline._batcher = recording
-    single = [TransactionIn(**tx_body(stand_in, 0))]
-    large = [TransactionIn(**tx_body(stand_in, i)) for i in range(8 * CHUNK_ROWS)]
-
-    async def run() -> list[int]:
-        await pipeline.score_transactions(single)
-        idle = list(merged)
-        bulk = asyncio.create_task(pipeline.score_transactions(large))
-        while not pipeline.bulk_lane().busy:
-            await asyncio.sleep(0)
-        (verdict,) = await pipeline.score_transactions(single)
-        assert verdict["fraud_score"] >= 0
-        during = merged[len(idle):]
-        assert len(await bulk) == len(large)
-        await pipeline.score_transactions(single)
-        return [idle, during, merged[len(idle) + len(during):]]
-
-    idle, during, after = asyncio.run(run())
-    assert idle == [1] and during == [] and after == [1]

@@ -6,7 +6,7 @@ import pytest
 
 from fraudscore.schemas import FraudScoreOut, TransactionIn
 from fraudscore.scoring.batching import MERGE_BELOW_ROWS
-from fraudscore.scoring.pipeline import ModelUnavailable, ScoringPipeline, check_configuration
+from fraudscore.scoring.pipeline import CHUNK_ROWS, ModelUnavailable, ScoringPipeline, check_configuration
 from fraudscore.settings import ConfigError, Settings
 from tests.conftest import tx_body
 
@@ -43,8 +43,8 @@ def test_both_engines_give_the_same_probabilities(trained, stand_in):
     assert np.abs(onnx.predict_proba(stand_in.X[:500]) - sklearn.predict_proba(stand_in.X[:500])).max() < 1e-5
 
 
-def test_only_small_calls_are_merged(trained, stand_in):
-    pipeline = ScoringPipeline.load(_settings(model_tag=trained.tag, adaptive_batching=True))
+def _merges(pipeline: ScoringPipeline) -> list[int]:
+    """The row counts of the model calls that go through adaptive batching, as they happen."""
     merged: list[int] = []
     batcher = pipeline._batcher
 
@@ -53,6 +53,12 @@ def test_only_small_calls_are_merged(trained, stand_in):
         return await batcher(X)
 
     pipeline._batcher = recording
+    return merged
+
+
+def test_only_small_calls_are_merged(trained, stand_in):
+    pipeline = ScoringPipeline.load(_settings(model_tag=trained.tag, adaptive_batching=True))
+    merged = _merges(pipeline)
 
     async def run() -> None:  # one event loop, as in a worker: the dispatcher binds to it
         for n in (1, MERGE_BELOW_ROWS - 1, MERGE_BELOW_ROWS, 500):
@@ -61,6 +67,31 @@ def test_only_small_calls_are_merged(trained, stand_in):
 
     asyncio.run(run())
     assert merged == [1, MERGE_BELOW_ROWS - 1]  # big requests go straight to the model
+
+
+def test_a_single_transaction_is_not_merged_while_a_large_request_holds_the_lane(trained, stand_in):
+    """Merging waits a turn of the loop; with bulk work in the lane a turn holds a piece of it, so a
+    single transaction is scored at once then (and merged again once the lane is free)."""
+    pipeline = ScoringPipeline.load(_settings(model_tag=trained.tag, adaptive_batching=True))
+    merged = _merges(pipeline)
+    single = [TransactionIn(**tx_body(stand_in, 0))]
+    large = [TransactionIn(**tx_body(stand_in, i)) for i in range(8 * CHUNK_ROWS)]
+
+    async def run() -> list[int]:
+        await pipeline.score_transactions(single)
+        idle = list(merged)
+        bulk = asyncio.create_task(pipeline.score_transactions(large))
+        while not pipeline.bulk_lane().busy:
+            await asyncio.sleep(0)
+        (verdict,) = await pipeline.score_transactions(single)
+        assert verdict["fraud_score"] >= 0
+        during = merged[len(idle):]
+        assert len(await bulk) == len(large)
+        await pipeline.score_transactions(single)
+        return [idle, during, merged[len(idle) + len(during):]]
+
+    idle, during, after = asyncio.run(run())
+    assert idle == [1] and during == [] and after == [1]
 
 
 def test_sklearn_engine_without_its_libraries_refuses_to_start(trained, monkeypatch):
