@@ -16,7 +16,7 @@ and the raw figures in results/bench-<time>/.
 Sections: table (routes x connections), ratelimit (off / in memory / Redis), batching (adaptive
 batching off / on), overload (1,000 connections: shed fast, answer everyone), mixed (single
 transactions alone vs with 5% of 1,000-row batches), reasons (reason codes off / on), decisionlog
-(off / SQLite / PostgreSQL), ingest (decisions/s from one instance into PostgreSQL, none lost),
+(off / SQLite / PostgreSQL, saturated and below capacity), ingest (decisions/s from one instance into PostgreSQL, none lost),
 watch (drift off / on / on with alerts to a receiver that is down).
 """
 
