@@ -129,13 +129,13 @@ class Scorer:
     def model_info(self, key_name: str | None = None, profile: Thresholds | None = None) -> ModelInfoOut:
         """What /model_info answers; the thresholds are those in force for the calling key
         (``profile``: its own, from the key file), else the service's at this moment."""
-        stage = stage_at(self._entry_path, self._checksums)
         if profile is not None:
             source = f"key file [keys.{key_name}]"
-            return self._info.model_copy(update={"thresholds": profile.as_dict(), "stage": stage,
-                                                 "thresholds_source": {"block": source, "review": source}})
-        return self._info.model_copy(update={"thresholds": self.thresholds.as_dict(), "stage": stage,
-                                             "thresholds_source": dict(self.threshold_source)})
+            thresholds, sources = profile, {"block": source, "review": source}
+        else:
+            thresholds, sources = self.thresholds, dict(self.threshold_source)
+        return self._info.model_copy(update={"thresholds": thresholds.as_dict(), "thresholds_source": sources,
+                                             "stage": stage_at(self._entry_path, self._checksums)})
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Fraud probabilities of the rows of ``X`` (n, 30): one model call, timed."""
