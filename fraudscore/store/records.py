@@ -96,6 +96,20 @@ def sqlite_time(us: int) -> str:
     return (_EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+def sqlite_times(us: Sequence[int]) -> list[str]:
+    """:func:`sqlite_time` of each of ``us``. A batch's records fall in a few seconds, so the
+    "YYYY-MM-DD HH:MM:SS." part is formatted once a second and the microseconds appended: 0.3 µs
+    a record instead of 3.5 (strftime was a quarter of the SQLite writer's CPU, 2026-12-01)."""
+    out = []
+    second, head = None, ""
+    for t in us:
+        s, frac = divmod(t, 1_000_000)
+        if s != second:
+            second, head = s, (_EPOCH + timedelta(seconds=s)).strftime("%Y-%m-%d %H:%M:%S.")
+        out.append(f"{head}{frac:06d}")
+    return out
+
+
 def to_rows(batch: Sequence[DecisionRecord], *, json_text: bool, sqlite: bool = False) -> list[tuple]:
     """The batch as rows in :data:`fraudscore.store.schema.DECISION_COLUMNS` order. Times become
     aware UTC datetimes (``sqlite``: the text SQLAlchemy stores there); features Python floats
@@ -103,11 +117,11 @@ def to_rows(batch: Sequence[DecisionRecord], *, json_text: bool, sqlite: bool = 
     or left as they are."""
     feats = np.frombuffer(b"".join([r.features for r in batch]), np.float64).reshape(len(batch), _N)
     enc = _json if json_text else (lambda v: v)
-    when = sqlite_time if sqlite else aware
+    times = sqlite_times([r.created_us for r in batch]) if sqlite else [aware(r.created_us) for r in batch]
     return [
-        (r.transaction_id, when(r.created_us), r.route, r.key_name, r.model_version, r.role,
+        (r.transaction_id, when, r.route, r.key_name, r.model_version, r.role,
          *f, float(r.probability), int(r.score), r.decision, int(r.threshold),
          None if r.review_threshold is None else int(r.review_threshold),
          enc(r.reasons), enc(r.warnings), r.latency_ms, r.request_id)
-        for r, f in zip(batch, feats.tolist(), strict=True)
+        for r, when, f in zip(batch, times, feats.tolist(), strict=True)
     ]

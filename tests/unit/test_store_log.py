@@ -11,7 +11,7 @@ import pytest
 from fraudscore.features import FEATURES
 from fraudscore.store.batches import BatchWriter
 from fraudscore.store.queries import InvalidCursor, get_decision, list_decisions
-from fraudscore.store.records import DecisionRecord, make_record, to_rows
+from fraudscore.store.records import DecisionRecord, aware, make_record, sqlite_times, to_rows
 from fraudscore.store.writer import DecisionLog
 from tests.storetools import rec, write
 
@@ -142,6 +142,17 @@ def test_records_are_cheap_values_and_become_rows():
     no_id = make_record({"fraud_score": 1, "fraud_probability": 0.0, "decision": "approve", "threshold": 60,
                          "model_version": "m"}, np.zeros(30, np.float32), route="/", key_name=None)
     assert len(no_id.transaction_id) == 36 and np.frombuffer(no_id.features).tolist() == [0.0] * 30
+
+
+def test_sqlite_time_text_is_what_sqlalchemy_itself_stores():
+    """The writer formats SQLite's time text itself (once per second); readers bind datetimes
+    through SQLAlchemy, so the two texts must be the same or ranges and cursors would miss rows."""
+    from sqlalchemy.dialects import sqlite
+
+    bind = sqlite.DATETIME().bind_processor(sqlite.dialect())
+    us = [1_764_600_000_000_000 + k for k in (0, 1, 999_999, 1_000_000, 1_000_001, 2_500_000, 1_499_999)]
+    us += [0, -1, -999_999, -1_000_000, 86_400_000_000 * 365 * 30 + 123, 7]  # unordered, before 1970
+    assert sqlite_times(us) == [bind(aware(t).replace(tzinfo=None)) for t in us]
 
 
 def test_optional_fields_may_be_empty(store):
