@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     # 200,000 = 60 s of one worker at 3,300 decisions/s, about the service's single-transaction peak.
     decision_buffer: Annotated[int, Field(ge=100, le=10_000_000)] = 200_000
     # Who writes the decision log of a serving worker: "process", a child process per worker (the
-    # worker only buffers and ships records once per 50 ms), or "thread", a thread in the worker
+    # worker only buffers and ships records once per 200 ms), or "thread", a thread in the worker
     # (it holds the worker's GIL while it writes; with SQLite it cost 19% of throughput, against 13%
     # from a process: README, "What the decision log records").
     decision_writer: Literal["process", "thread"] = "process"

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from ..ops import metrics
 from .records import DecisionRecord
-from .writer import BATCH_MAX, FLUSH_INTERVAL_S, CloseReport
+from .writer import BATCH_MAX, CloseReport
 from .writer_process import frame, read_frame
 
 log = logging.getLogger("bentoml.fraudscore.store")
@@ -42,6 +42,11 @@ log = logging.getLogger("bentoml.fraudscore.store")
 RESTART_AFTER_S = 5.0  # a writer process that died is started again at most this often
 MAX_UNSENT_BYTES = 8 << 20  # frames not yet taken by the child; past this, records stay buffered
 FRAME_RECORDS = 5_000  # records per frame at most (~2.5 MB)
+# How often the worker ships its buffer, and how long the child waits for a full batch. Longer
+# than the thread writer's 50 ms: the child wakes, commits and checkpoints less often. Measured
+# side by side (2026-12-01, SQLite, saturated, 16 rounds): the child's CPU per request was 28.5 µs
+# at 50 ms, 24.7 at 200 ms, 23.6 at 500 ms. A decision reaches the store within ~0.3 s.
+SHIP_INTERVAL_S = 0.2
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds fraudscore/
 
 HookSpec = tuple[str, str, list]  # module under fraudscore., function, arguments: builds a BatchHook
@@ -92,10 +97,11 @@ class ProcessDecisionLog:
     then each call ships at once, blocking; tests and tools only)."""
 
     def __init__(self, url: str, *, buffer: int = 200_000, retention_days: int | None = None,
-                 on_batch: HookSpec | None = None, flush_interval: float = FLUSH_INTERVAL_S,
+                 on_batch: HookSpec | None = None, flush_interval: float = SHIP_INTERVAL_S,
                  batch_max: int = BATCH_MAX) -> None:
         self._config = {"url": url, "buffer": buffer, "retention_days": retention_days,
-                        "on_batch": list(on_batch) if on_batch else None, "batch_max": batch_max}
+                        "on_batch": list(on_batch) if on_batch else None, "batch_max": batch_max,
+                        "flush_interval": flush_interval}
         self._buf: deque[DecisionRecord] = deque()
         self._bound = buffer
         self._flush_interval = flush_interval

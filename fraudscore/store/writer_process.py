@@ -74,7 +74,8 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
     config = marshal.loads(payload)  # noqa: S302 (our own frames, private pipe)
     engine = create_store_engine(config["url"])
     dlog = DecisionLog(engine, buffer=config["buffer"], retention_days=config["retention_days"],
-                       on_batch=_hook(config["on_batch"]), batch_max=config["batch_max"])
+                       on_batch=_hook(config["on_batch"]), batch_max=config["batch_max"],
+                       flush_interval=config["flush_interval"])
     make = DecisionRecord._make
     record = dlog.record
     timeout = 10.0  # when the worker is gone without a word (its stdin ended)
