@@ -195,7 +195,8 @@ DECISION_LOG_WRITTEN = Counter(
 )
 DECISION_LOG_DROPPED = Counter(
     name="fraud_decision_log_dropped",
-    documentation="Decisions never written: buffer full, unwritable, or left at shutdown",
+    documentation=("Decisions never written: buffer full, unwritable, left at shutdown, or held by a "
+                   "writer process that died"),
     labelnames=["reason"],
 )
 DECISION_LOG_WRITE_ERRORS = Counter(

@@ -12,10 +12,14 @@ Frames on the child's stdin: a 4-byte big-endian length, then a :mod:`marshal` p
 tuples, strings, numbers, bytes; loading it runs no code; marshal is not hardened against crafted
 input and needs not be: both ends are this module, over a pipe no one else holds). The first
 frame is the configuration (the store URL travels there, never on a command line), each later one
-a list of records as tuples, and a number asks the child to close within that many seconds; it
-answers on stdout with one frame, its close report. The child ignores SIGTERM and SIGINT (the
-worker decides when it stops) and closes on its own when its stdin ends, so a worker killed
-outright still gets what it shipped written.
+a list of records as tuples, and a number asks the child to close within that many seconds. On
+stdout the child acknowledges, every 0.1 s, how many records it is done with (a number: written,
+or dropped and counted by it), and ends with its close report (a dict). If it dies, the worker
+counts what the pipe took and the child never acknowledged, with what the pipe had not taken, as
+dropped (``reason="writer_died"``): a decision is never lost uncounted. (A child killed within
+0.1 s of a commit has those records counted though they were written: an over-count, never an
+under-count.) The child ignores SIGTERM and SIGINT (the worker decides when it stops) and closes
+on its own when its stdin ends, so a worker killed outright still gets what it shipped written.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from pathlib import Path
 from ..ops import metrics
 from .records import DecisionRecord
 from .writer import BATCH_MAX, CloseReport
-from .writer_process import frame, read_frame
+from .writer_process import Outgoing, Replies, frame
 
 log = logging.getLogger("bentoml.fraudscore.store")
 
@@ -50,44 +54,6 @@ SHIP_INTERVAL_S = 0.2
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds fraudscore/
 
 HookSpec = tuple[str, str, list]  # module under fraudscore., function, arguments: builds a BatchHook
-
-
-class _Outgoing:
-    """Frames the pipe has not taken yet, and how many records they hold. A write may end inside a
-    frame: its records still count as unsent (the child has not got them whole), and the rest of
-    the frame is the next thing written. (Counting by parsing the bytes failed there: the cut
-    frame's tail read as garbage.)"""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self._frames: deque[list[int]] = deque()  # [bytes not yet written, records], in order
-        self.records = 0
-
-    def add(self, data: bytes, records: int) -> None:
-        self.data += data
-        self._frames.append([len(data), records])
-        self.records += records
-
-    def written(self, n: int) -> None:
-        """The pipe took the first ``n`` bytes."""
-        del self.data[:n]
-        frames = self._frames
-        while n:
-            head = frames[0]
-            taken = min(n, head[0])
-            head[0] -= taken
-            n -= taken
-            if head[0] == 0:
-                frames.popleft()
-                self.records -= head[1]
-
-    def clear(self) -> None:
-        self.data.clear()
-        self._frames.clear()
-        self.records = 0
-
-    def __len__(self) -> int:
-        return len(self.data)
 
 
 class ProcessDecisionLog:
@@ -107,10 +73,12 @@ class ProcessDecisionLog:
         self._flush_interval = flush_interval
         self._scheduled = False
         self._closed = False
-        # dropped here, before the child: buffer full (or lost with a dead child), or after close
-        self._dropped = {"buffer_full": 0, "shutdown": 0}
+        # dropped here: buffer full, after close, or lost with a child that died (what it had
+        # not acknowledged as written, and what the pipe had not taken whole)
+        self._dropped = {"buffer_full": 0, "shutdown": 0, "writer_died": 0}
         self._published = dict.fromkeys(self._dropped, 0)
-        self._unsent = _Outgoing()  # frames the pipe did not take yet
+        self._unsent = Outgoing()  # frames the pipe did not take yet
+        self._replies: Replies | None = None  # the child's acknowledgements and close report
         self._writing_fd: int | None = None  # the fd registered with the loop while frames wait
         self._started_at = -RESTART_AFTER_S
         self._proc: subprocess.Popen | None = None
@@ -124,6 +92,7 @@ class ProcessDecisionLog:
             [sys.executable, "-m", "fraudscore.store.writer_process"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, close_fds=True, env={**os.environ, "PYTHONPATH": path})
         os.set_blocking(self._proc.stdin.fileno(), False)
+        self._replies = Replies(self._proc.stdout.fileno())
         self._unsent.clear()
         self._unsent.add(frame(self._config), 0)
         self._send()
@@ -135,13 +104,15 @@ class ProcessDecisionLog:
         if proc is not None and proc.poll() is None:
             return True
         if proc is not None:
+            self._replies.read()  # the acknowledgements it sent before it died
+            held = max(0, self._unsent.taken - self._replies.acked)
             self._forget(proc)
-            lost = self._unsent.records
-            self._dropped["buffer_full"] += lost
+            unsent = self._unsent.records
+            self._dropped["writer_died"] += held + unsent
             self._unsent.clear()
-            log.error("decision log writer process exited with code %s; %d unsent decisions dropped "
-                      "(what it had received and not written is lost with it); restarting",
-                      proc.returncode, lost)
+            log.error("decision log writer process exited with code %s; %d decisions dropped (%d it had "
+                      "received and not written, %d not yet sent to it); restarting",
+                      proc.returncode, held + unsent, held, unsent)
             self._proc = None
         if time.monotonic() - self._started_at >= RESTART_AFTER_S and not self._closed:
             self._start()
@@ -174,6 +145,8 @@ class ProcessDecisionLog:
     # --- shipping (on the event loop) -------------------------------------------------------
     def _flush(self) -> None:
         self._scheduled = False
+        if self._replies is not None:
+            self._replies.read()
         self._publish()
         if self._alive() and self._buf and len(self._unsent) < MAX_UNSENT_BYTES:
             self._pack(MAX_UNSENT_BYTES)
@@ -247,6 +220,15 @@ class ProcessDecisionLog:
         return len(self._buf) + self._unsent.records
 
     @property
+    def unacknowledged(self) -> int:
+        """Records the child has received and not yet said it is done with (as of its last
+        acknowledgement, read now)."""
+        if self._replies is None:
+            return 0
+        self._replies.read()
+        return max(0, self._unsent.taken - self._replies.acked)
+
+    @property
     def dropped(self) -> int:
         return sum(self._dropped.values())
 
@@ -257,9 +239,11 @@ class ProcessDecisionLog:
         deadline = time.monotonic() + timeout
         self._closed = True
         self._unwatch()
+        if self._proc is not None and self._proc.poll() is not None:
+            self._alive()  # died before: counted and reported there (no restart once closed)
         proc = self._proc
         report = {"written": 0, "unwritten": 0, "dropped": 0}
-        if proc is not None and proc.poll() is None:
+        if proc is not None:
             self._pack(float("inf"))
             self._unsent.add(frame(max(0.0, deadline - time.monotonic())), 0)  # close
             fd = proc.stdin.fileno()
@@ -270,10 +254,12 @@ class ProcessDecisionLog:
                     select.select([], [fd], [], 0.1)
                 except OSError:
                     break
-            # the child writes for at most the time left, then answers
-            got = read_frame(proc.stdout, deadline + 5.0)
-            if isinstance(got, dict):
+            # the child writes for at most the time left, then answers (after its last acks)
+            got = self._replies.wait_report(deadline + 5.0)
+            if got is not None:
                 report = got
+            else:  # no report: it died or hung; what it had not acknowledged is lost
+                self._dropped["writer_died"] += max(0, self._unsent.taken - self._replies.acked)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(max(0.1, deadline + 5.0 - time.monotonic()))
             if proc.poll() is None:

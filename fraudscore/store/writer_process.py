@@ -12,7 +12,9 @@ import select
 import signal
 import struct
 import sys
+import threading
 import time
+from collections import deque
 from importlib import import_module
 from typing import Any, BinaryIO
 
@@ -28,6 +30,9 @@ LEN = struct.Struct(">I")
 # PostgreSQL 0.87 vs 0.81), the writer's CPU a decision lower (14 vs 21 µs: it wakes less often and
 # writes larger batches), and no decision dropped.
 NICE = 10
+# How often the child tells the worker how many of its records it is done with (written, or
+# dropped and counted here), so that a child which dies is known to have lost the rest.
+ACK_INTERVAL_S = 0.1
 
 
 def frame(value: Any) -> bytes:
@@ -35,19 +40,109 @@ def frame(value: Any) -> bytes:
     return LEN.pack(len(data)) + data
 
 
-def read_frame(f: BinaryIO, deadline: float) -> Any:
-    """One frame from the child's stdout, or None at its end or past ``deadline``."""
-    fd, data = f.fileno(), b""
-    while True:
-        if len(data) >= 4 and len(data) >= 4 + (size := LEN.unpack_from(data)[0]):
-            return marshal.loads(data[4:4 + size])  # noqa: S302 (our own frames, private pipe)
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return None
-        chunk = os.read(fd, 65_536)
-        if not chunk:
-            return None
-        data += chunk
+def _acknowledge(dlog: DecisionLog, fd: int, stop: threading.Event) -> None:
+    """Every ACK_INTERVAL_S, when it changed: a frame holding the number of records received that
+    are written or counted as dropped here. The fd is non-blocking and a frame is smaller than
+    PIPE_BUF, so a write is whole or not at all: a worker that does not read costs a skipped ack,
+    never a stuck writer or a cut frame."""
+    done = 0
+    while not stop.wait(ACK_INTERVAL_S):
+        now = dlog.written + dlog.dropped
+        if now != done:
+            try:
+                os.write(fd, frame(now))
+                done = now
+            except BlockingIOError:
+                pass
+            except OSError:  # the worker is gone
+                return
+
+
+class Replies:
+    """The child's stdout as the worker reads it, never blocking: acknowledgements (a number of
+    records the child is done with: written, or dropped and counted by it) and, at the end, its
+    close report (a dict)."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self.fd = fd
+        self.acked = 0
+        self.ended = False  # the child closed its end (it exited)
+        self._data = bytearray()
+
+    def read(self) -> dict | None:
+        """Take what is there: acks update ``acked``; returns the close report if it came."""
+        while not self.ended:
+            try:
+                chunk = os.read(self.fd, 65_536)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.ended = True
+            self._data += chunk
+        report, buf = None, self._data
+        while len(buf) >= 4 and len(buf) >= 4 + (size := LEN.unpack_from(buf)[0]):
+            value = marshal.loads(bytes(buf[4:4 + size]))  # noqa: S302 (our own frames, private pipe)
+            del buf[:4 + size]
+            if isinstance(value, dict):
+                report = value
+            elif isinstance(value, int):
+                self.acked = value
+        return report
+
+    def wait_report(self, deadline: float) -> dict | None:
+        """The close report, waiting until ``deadline`` (monotonic); None if the child ended or
+        the time ran out without one."""
+        while (report := self.read()) is None and not self.ended:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            select.select([self.fd], [], [], left)
+        return report
+
+
+
+class Outgoing:
+    """Frames the pipe has not taken yet, and how many records they hold. A write may end inside a
+    frame: its records still count as unsent (the child has not got them whole), and the rest of
+    the frame is the next thing written. (Counting by parsing the bytes failed there: the cut
+    frame's tail read as garbage.)"""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self._frames: deque[list[int]] = deque()  # [bytes not yet written, records], in order
+        self.records = 0
+        self.taken = 0  # records of the frames the pipe took whole, since the last clear
+
+    def add(self, data: bytes, records: int) -> None:
+        self.data += data
+        self._frames.append([len(data), records])
+        self.records += records
+
+    def written(self, n: int) -> None:
+        """The pipe took the first ``n`` bytes."""
+        del self.data[:n]
+        frames = self._frames
+        while n:
+            head = frames[0]
+            taken = min(n, head[0])
+            head[0] -= taken
+            n -= taken
+            if head[0] == 0:
+                frames.popleft()
+                self.records -= head[1]
+                self.taken += head[1]
+
+    def clear(self) -> None:
+        self.taken = 0
+        self.data.clear()
+        self._frames.clear()
+        self.records = 0
+
+    def __len__(self) -> int:
+        return len(self.data)
 
 
 def _read_exact(f: BinaryIO, n: int) -> bytes | None:
@@ -79,6 +174,11 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
     make = DecisionRecord._make
     record = dlog.record
     timeout = 10.0  # when the worker is gone without a word (its stdin ended)
+    out_fd = stdout.fileno()
+    os.set_blocking(out_fd, False)
+    stop = threading.Event()
+    acks = threading.Thread(target=_acknowledge, args=(dlog, out_fd, stop), name="acks", daemon=True)
+    acks.start()
     try:
         while (head := _read_exact(stdin, 4)) is not None:
             payload = _read_exact(stdin, LEN.unpack(head)[0])
@@ -93,6 +193,9 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
     finally:
         report = dlog.close(timeout)
         engine.dispose()
+        stop.set()
+        acks.join()
+        os.set_blocking(out_fd, True)  # the worker waits for this one frame
         with contextlib.suppress(OSError):
             stdout.write(frame(report._asdict()))
             stdout.flush()

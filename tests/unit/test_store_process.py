@@ -110,6 +110,7 @@ def test_a_writer_process_that_dies_is_reported_and_replaced(store, store_url, m
             log.record(rec(f"before-{i}"))
         await asyncio.sleep(0.1)  # shipped
         assert wait_for(lambda: _count(store) == 10, 20)  # and written
+        assert wait_for(lambda: log.unacknowledged == 0, 20)  # and acknowledged
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
         with caplog.at_level(logging.ERROR, logger="bentoml.fraudscore.store"):
@@ -123,6 +124,7 @@ def test_a_writer_process_that_dies_is_reported_and_replaced(store, store_url, m
     report = log.close(timeout=20)
     died = [r for r in caplog.records if "writer process exited" in r.getMessage()]
     assert len(died) == 1 and died[0].exc_info is None  # one line, no traceback
+    assert "0 decisions dropped" in died[0].getMessage() and log.dropped == 0  # all 10 were written
     assert report == (10, 0, 0)  # the new child's figures
     assert _count(store) == 20
 
@@ -147,7 +149,7 @@ def test_unsent_records_are_counted_whole_frames_and_cut_ones_alike():
     """A write to the pipe may end inside a frame: the records of every frame not wholly written
     stay counted as unsent, at any cut (counting by parsing the bytes read the cut frame's tail as
     garbage: 0, or a ValueError on the event loop)."""
-    out = process_mod._Outgoing()
+    out = writer_process.Outgoing()
     sizes = [0, 200, 1, 37, 0, 500]  # the configuration frame, record frames, a close frame
     frames = [writer_process.frame([tuple(rec(f"t{k}-{i}")) for i in range(n)] if n else 1.0) for k, n in
               enumerate(sizes)]
@@ -192,11 +194,43 @@ def test_a_writer_that_dies_with_a_frame_half_written_is_counted_and_replaced(st
 
     asyncio.run(serve())
     assert log._proc is not first and log._proc.poll() is None
-    # counted: the frames not wholly in the pipe; not counted (documented): the whole frames
-    # the stopped child never read, at most what a pipe holds (64 KiB: one or two frames)
-    assert 2_000 - 300 <= log.dropped < 2_000 and log.dropped % 100 == 0
+    # counted: the frames not wholly in the pipe, and the whole frames the stopped child never
+    # read (the pipe took them; the child never acknowledged them)
+    assert log.dropped == 2_000
     report = log.close(timeout=20)
     assert report.written == 10 and report.unwritten == 0
     with store.connect() as conn:
         ids = {r[0] for r in conn.execute(select(decisions.c.transaction_id))}
     assert {f"after-{i}" for i in range(10)} <= ids
+
+
+def test_decisions_a_dying_writer_held_unwritten_are_counted_as_dropped(tmp_path, monkeypatch, caplog):
+    """The store cannot be written (its folder does not exist), so the child holds what it got; it
+    is killed. Every record it received and had not written is counted, as is what it had not
+    been sent, under reason writer_died, in the log line and the metric."""
+    from fraudscore.ops import metrics
+
+    monkeypatch.setattr(process_mod, "RESTART_AFTER_S", 3600.0)  # no new child: counts stay put
+    log = ProcessDecisionLog(f"sqlite:///{tmp_path}/missing/d.db", flush_interval=0.01)
+    child = log._proc
+    counter = metrics.DECISION_LOG_DROPPED.labels(reason="writer_died")
+    before = counter._value.get()
+
+    async def serve() -> None:
+        for i in range(50):
+            log.record(rec(f"held-{i}"))
+        await asyncio.sleep(0.1)
+        assert log._unsent.records == 0 and log.unacknowledged == 50  # in the child, unwritten
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        with caplog.at_level(logging.ERROR, logger="bentoml.fraudscore.store"):
+            for i in range(7):
+                log.record(rec(f"after-{i}"))
+            await asyncio.sleep(0.1)  # a flush sees the death
+
+    asyncio.run(serve())
+    died = [r.getMessage() for r in caplog.records if "writer process exited" in r.getMessage()]
+    assert len(died) == 1 and "50 decisions dropped (50 it had received and not written" in died[0]
+    assert log.dropped == 50 and counter._value.get() - before == 50
+    report = log.close(timeout=5)  # the 7 later ones never reached a writer: counted at close
+    assert log.dropped == 57 and report.dropped == 57
