@@ -35,17 +35,23 @@ def wrk_binary() -> str:
 
 def write_bodies(folder: Path) -> dict[str, Path]:
     """1,000 stand-in transactions, 5% fraud-like (the default traffic mix), one JSON a line,
-    and four 1,000-transaction batches of them."""
+    and four 1,000-transaction batches of them; and ``natural``: 5,000 stand-in transactions as
+    they come, in the data set's own class ratio (9 frauds, 0.18%; the default model flags 17, 0.34%)."""
     data = generate(30_000, seed=11)
     frauds = [i for i in range(len(data.y)) if data.y[i] == 1]
     picked = (frauds * 50)[:50] + list(range(950))
-    txs = [{f: float(v) for f, v in zip(FEATURES, data.X[i], strict=True)} | {"transaction_id": f"t{i}"}
-           for i in picked]
+
+    def tx(i: int) -> dict:
+        return {f: float(v) for f, v in zip(FEATURES, data.X[i], strict=True)} | {"transaction_id": f"t{i}"}
+
+    txs = [tx(i) for i in picked]
     single = folder / "single.jsonl"
-    single.write_text("".join(json.dumps(tx) + "\n" for tx in txs))
+    single.write_text("".join(json.dumps(t) + "\n" for t in txs))
     batch = folder / "batch.jsonl"
     batch.write_text("".join(json.dumps({"transactions": txs[k:] + txs[:k]}) + "\n" for k in range(4)))
-    return {"single": single, "batch": batch}
+    natural = folder / "natural.jsonl"
+    natural.write_text("".join(json.dumps(tx(i)) + "\n" for i in range(10_000, 15_000)))
+    return {"single": single, "batch": batch, "natural": natural}
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class Load:
     path: str = "/fraud_score"
     batch_permille: int = 0  # 1000: batches only
     delay_ms: int = 0
+    mix: str = "single"  # the singles' bodies: "single" (5% fraud-like) or "natural" (write_bodies)
 
     @property
     def rows(self) -> float:
@@ -78,7 +85,7 @@ class Bench:
     def run_wrk(self, url: str, load: Load, seconds: int, timeout_s: int = 15) -> dict:
         out = self.out / "cell.json"
         env = {**os.environ, "BENCH_KEY": self.key, "BENCH_PATH": load.path,
-               "BENCH_SINGLE": str(self.bodies["single"]), "BENCH_BATCH": str(self.bodies["batch"]),
+               "BENCH_SINGLE": str(self.bodies[load.mix]), "BENCH_BATCH": str(self.bodies["batch"]),
                "BENCH_BATCH_PERMILLE": str(load.batch_permille), "BENCH_OUT": str(out),
                "BENCH_DELAY_MS": str(load.delay_ms)}
         subprocess.run([self.wrk, f"-t{min(load.conns, 2)}", f"-c{load.conns}", f"-d{seconds}s",
