@@ -124,7 +124,7 @@ grep -Eq '^fraud_decisions_total\{decision="block".*\} [1-9]' <<<"$metrics" \
 ok "/metrics counts the decisions"
 
 # the decision log's writer process runs in the image (read-only root, its own interpreter) and
-# writes what was scored: it writes every 50 ms, so a few seconds is plenty
+# writes what was scored: it gets records every 200 ms, so a few seconds is plenty
 for _ in $(seq 1 20); do
   metrics=$(curl -s -m 10 "$base_url/metrics") || fail "GET /metrics failed"
   grep -Eq '^fraud_decision_log_written_total [1-9]' <<<"$metrics" && break

@@ -121,6 +121,12 @@ class DecisionLog:
     def dropped(self) -> int:
         return sum(self._dropped.values())
 
+    @property
+    def accounted(self) -> int:
+        """Records written, or dropped and counted in the metrics already (what a writer process
+        acknowledges to its worker: the rest would be lost uncounted if it died now)."""
+        return self._written_published + sum(self._published.values())
+
     # --- shutdown ---------------------------------------------------------------------------
     def close(self, timeout: float = 10.0) -> CloseReport:
         """Write what is buffered, waiting at most ``timeout`` seconds (retrying a store that is

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 from .records import DecisionRecord
 from .writer import DecisionLog
 
+log = logging.getLogger("bentoml.fraudscore.store")
 LEN = struct.Struct(">I")
 # The writer's CPU priority, below the serving workers' (nice 0): the decision log is a side
 # effect, and the CPU it needs is taken when the workers wait, not while they score. Measured
@@ -47,7 +48,7 @@ def _acknowledge(dlog: DecisionLog, fd: int, stop: threading.Event) -> None:
     never a stuck writer or a cut frame."""
     done = 0
     while not stop.wait(ACK_INTERVAL_S):
-        now = dlog.written + dlog.dropped
+        now = dlog.accounted
         if now != done:
             try:
                 os.write(fd, frame(now))
@@ -67,11 +68,13 @@ class Replies:
         os.set_blocking(fd, False)
         self.fd = fd
         self.acked = 0
-        self.ended = False  # the child closed its end (it exited)
+        self.ended = False  # the child closed its end (it exited), or its stdout is closed here
+        self.report: dict | None = None  # its close report, once read
         self._data = bytearray()
 
     def read(self) -> dict | None:
-        """Take what is there: acks update ``acked``; returns the close report if it came."""
+        """Take what is there: acks update ``acked``; returns the close report once it came (its
+        written and dropped records are then all acknowledged)."""
         while not self.ended:
             try:
                 chunk = os.read(self.fd, 65_536)
@@ -82,15 +85,29 @@ class Replies:
             if not chunk:
                 self.ended = True
             self._data += chunk
-        report, buf = None, self._data
+        buf = self._data
         while len(buf) >= 4 and len(buf) >= 4 + (size := LEN.unpack_from(buf)[0]):
-            value = marshal.loads(bytes(buf[4:4 + size]))  # noqa: S302 (our own frames, private pipe)
+            try:
+                value = marshal.loads(bytes(buf[4:4 + size]))  # noqa: S302 (our own frames, private pipe)
+            except (EOFError, ValueError, TypeError):
+                value = None
             del buf[:4 + size]
-            if isinstance(value, dict):
-                report = value
-            elif isinstance(value, int):
-                self.acked = value
-        return report
+            if isinstance(value, dict) and {"written", "dropped"} <= value.keys():
+                self.report = value
+                self.acked = max(self.acked, int(value["written"]) + int(value["dropped"]))
+            elif isinstance(value, int) and not isinstance(value, bool):
+                self.acked = max(self.acked, value)
+            else:  # not what the child writes: stop reading; what it held counts as unacknowledged
+                log.warning("decision log writer process wrote an unexpected frame; its acknowledgements "
+                            "are no longer read")
+                self.close()
+                break
+        return self.report
+
+    def close(self) -> None:
+        """Read no more (the worker closes the fd itself; its number may be reused)."""
+        self.ended = True
+        self._data.clear()
 
     def wait_report(self, deadline: float) -> dict | None:
         """The close report, waiting until ``deadline`` (monotonic); None if the child ended or
@@ -99,8 +116,16 @@ class Replies:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            select.select([self.fd], [], [], left)
+            wait_fd(self.fd, select.POLLIN, left)
         return report
+
+
+def wait_fd(fd: int, events: int, timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for ``events`` on ``fd`` (poll: select() fails on fds of
+    1024 and more, which a worker holding many connections hands out)."""
+    poller = select.poll()
+    poller.register(fd, events)
+    poller.poll(max(0, int(timeout * 1000)))
 
 
 

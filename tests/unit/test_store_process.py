@@ -234,3 +234,29 @@ def test_decisions_a_dying_writer_held_unwritten_are_counted_as_dropped(tmp_path
     assert log.dropped == 50 and counter._value.get() - before == 50
     report = log.close(timeout=5)  # the 7 later ones never reached a writer: counted at close
     assert log.dropped == 57 and report.dropped == 57
+
+
+def test_the_childs_replies_are_read_whole_from_partial_reads_and_junk_stops_them(caplog):
+    """Acknowledgements and the close report arrive in pieces; a frame counts only once whole; the
+    report acknowledges what it says was written or dropped; a frame the child never writes ends
+    the reading with one warning instead of an error at every flush."""
+    r, w = os.pipe()
+    try:
+        replies = writer_process.Replies(r)
+        data = writer_process.frame(5) + writer_process.frame(12) + writer_process.frame(
+            {"written": 20, "unwritten": 0, "dropped": 3})
+        os.write(w, data[:7])  # less than the first frame
+        assert replies.read() is None and replies.acked == 0
+        os.write(w, data[7:25])  # the first two frames and a piece of the report
+        assert replies.read() is None and replies.acked == 12
+        os.write(w, data[25:])
+        assert replies.read() == {"written": 20, "unwritten": 0, "dropped": 3} and replies.acked == 23
+        with caplog.at_level(logging.WARNING, logger="bentoml.fraudscore.store"):
+            os.write(w, writer_process.frame("junk") + writer_process.frame(99))
+            replies.read()
+            replies.read()
+        assert replies.ended and replies.acked == 23
+        assert [r.levelname for r in caplog.records] == ["WARNING"]
+    finally:
+        os.close(r)
+        os.close(w)
