@@ -79,7 +79,7 @@ class ProcessDecisionLog:
         self._dropped = {"buffer_full": 0, "shutdown": 0, "writer_died": 0}
         self._published = dict.fromkeys(self._dropped, 0)
         self._unsent = Outgoing()  # frames the pipe did not take yet
-        self._replies: Replies | None = None  # the child's acknowledgements and close report
+        self._replies: Replies  # the child's acknowledgements and close report (set by _start)
         self._writing_fd: int | None = None  # the fd registered with the loop while frames wait
         self._started_at = -RESTART_AFTER_S
         self._proc: subprocess.Popen | None = None
@@ -105,8 +105,7 @@ class ProcessDecisionLog:
         if proc is not None and proc.poll() is None:
             return True
         if proc is not None:
-            self._replies.read()  # the acknowledgements (or close report) it sent before it died
-            held = max(0, self._unsent.taken - self._replies.acked)
+            held = self.unacknowledged  # by the acks (or close report) it sent before it died
             self._forget(proc)
             unsent = self._unsent.records
             self._dropped["writer_died"] += held + unsent
@@ -123,8 +122,7 @@ class ProcessDecisionLog:
 
     def _forget(self, proc: subprocess.Popen) -> None:
         self._unwatch()
-        if self._replies is not None:
-            self._replies.close()
+        self._replies.close()
         with contextlib.suppress(Exception):
             from prometheus_client import multiprocess
 
@@ -228,8 +226,6 @@ class ProcessDecisionLog:
     def unacknowledged(self) -> int:
         """Records the child has received and not yet said it is done with (as of its last
         acknowledgement, read now)."""
-        if self._replies is None:
-            return 0
         self._replies.read()
         return max(0, self._unsent.taken - self._replies.acked)
 
@@ -264,7 +260,7 @@ class ProcessDecisionLog:
             if got is not None:
                 report = got
             else:  # no report: it died or hung (and is killed below); what it held is lost
-                held = max(0, self._unsent.taken - self._replies.acked)
+                held = self.unacknowledged
                 self._dropped["writer_died"] += held
                 log.error("decision log writer process gave no close report (exit code %s); %d decisions "
                           "it had received and not written dropped", proc.poll(), held)

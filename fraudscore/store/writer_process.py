@@ -128,7 +128,6 @@ def wait_fd(fd: int, events: int, timeout: float) -> None:
     poller.poll(max(0, int(timeout * 1000)))
 
 
-
 class Outgoing:
     """Frames the pipe has not taken yet, and how many records they hold. A write may end inside a
     frame: its records still count as unsent (the child has not got them whole), and the rest of
