@@ -30,6 +30,9 @@ estimates: "lower than 99.2%" means more than 99.2% of training transactions had
 from __future__ import annotations
 
 import io
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -86,7 +89,8 @@ class Explainer:
 
     def __init__(self, arrays: dict[str, np.ndarray], table_entries: int = TABLE_ENTRIES) -> None:
         self.base_value = float(arrays["base_value"])
-        self._grid = arrays["quantiles"]
+        # Python lists: bisect on them takes ~0.2 µs, np.searchsorted on a row ~1.5 µs a call
+        self._grid = arrays["quantiles"].tolist()
         start = arrays["leaf_start"]
         size = np.diff(start)
         # Within a leaf, the features a row most likely satisfies (largest zero fraction) take the
@@ -224,15 +228,20 @@ class Explainer:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         X = np.asarray(X, dtype=np.float64)
         phi = self.contributions(X)
-        order = np.argsort(-np.abs(phi), axis=1, kind="stable")[:, :top_k]
-        X32 = np.asarray(X, dtype=np.float32)
+        order = np.argsort(-np.abs(phi), axis=1, kind="stable")[:, :top_k].tolist()
+        X32 = np.asarray(X, dtype=np.float32)  # the values the model saw: file and HTTP inputs agree
+        grid = self._grid
         out = []
-        for i, js in enumerate(order.tolist()):
-            seen = X32[i]  # the values the model saw: float32, so file and HTTP inputs agree
-            out.append([{"feature": FEATURES[j], "value": float(str(seen[j])),
-                         "contribution": round(float(phi[i, j]), 6),
-                         "description": describe(FEATURES[j], float(seen[j]), self._grid[j])}
-                        for j in js if phi[i, j] != 0.0])
+        for i, (js, row) in enumerate(zip(order, phi.tolist(), strict=True)):
+            reasons = []
+            for j in js:
+                if row[j] == 0.0:
+                    continue
+                seen = X32[i, j]
+                reasons.append({"feature": FEATURES[j], "value": float(str(seen)),
+                                "contribution": round(row[j], 6),
+                                "description": describe(FEATURES[j], float(seen), grid[j])})
+            out.append(reasons)
         return out
 
 
@@ -248,7 +257,7 @@ def from_artifact(art: LoadedArtifact, table_entries: int = TABLE_ENTRIES) -> Ex
         raise ArtifactError(f"model {art.tag}: {exc}") from None
 
 
-def describe(feature: str, value: float, grid: np.ndarray) -> str:
+def describe(feature: str, value: float, grid: Sequence[float]) -> str:
     """"V14 = -9.50 is lower than 99.9% of training transactions": where ``value`` stands among the
     training values whose quantile grid (``QUANTILE_POINTS`` points, inverted CDF) is ``grid``.
 
@@ -260,15 +269,15 @@ def describe(feature: str, value: float, grid: np.ndarray) -> str:
     if text.lstrip("-").strip("0.,") == "":
         text = text.lstrip("-")  # no "-0.00"
     head = f"{feature} = {text} is"
-    last = grid.size - 1
-    if not np.isfinite(value):
+    last = len(grid) - 1
+    if not math.isfinite(value):
         return f"{head} not a finite number"
     if value < grid[last // 2]:
-        k = int(np.searchsorted(grid, value, side="right"))  # first grid point above value
+        k = bisect_right(grid, value)  # first grid point above value
         if k == 0:
             return f"{head} lower than every training transaction"
         return f"{head} lower than {(last - k) * 100 / last:.1f}% of training transactions"
-    k = int(np.searchsorted(grid, value, side="left")) - 1  # last grid point below value
+    k = bisect_left(grid, value) - 1  # last grid point below value
     if k == last:
         return f"{head} higher than every training transaction"
     if k < last // 2:  # no grid point below it up to the median: it is the (tied) median
