@@ -1,34 +1,20 @@
-"""One settings object, read from the environment, failing closed.
-
-Every variable is prefixed ``FRAUD_`` except ``API_KEY``, which the FastAPI service this replaces
-read and which is still honoured. No dotenv file is read unless ``FRAUD_ENV_FILE`` names one (the
-developer commands, ``make serve``, set it to ``.env``): a ``bentoml serve`` started from any folder
-never picks up a stray ``.env``. A ``FRAUD_*`` variable that is not a setting (a typo such as
-``FRAUD_DECISION_TRESHOLD``) stops the start with a message naming it. ``get_settings()`` builds
-the object once per process; tests call ``get_settings.cache_clear()`` after changing the
-environment.
-"""
+"""The settings object: every setting, its default and its checks (loading: loading.py)."""
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
-import os
 import re
 from datetime import timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_KEY_LENGTH = 16
 MIN_ALERT_SECRET_LENGTH = 32
 _UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
-# FRAUD_* names that clients and the developer commands read, not the service.
-CLIENT_VARIABLES = frozenset({"FRAUD_API_KEY", "FRAUD_ENV_FILE"})
 
 
 class ConfigError(RuntimeError):
@@ -37,12 +23,6 @@ class ConfigError(RuntimeError):
 
 class NoApiKey(ConfigError):
     """No API key is configured at all."""
-
-
-def env_file() -> Path | None:
-    """The dotenv file settings are read from: FRAUD_ENV_FILE, default none."""
-    name = os.environ.get("FRAUD_ENV_FILE", "")
-    return Path(name) if name else None
 
 
 def check_rate(value: str | None, setting: str) -> str | None:
@@ -187,7 +167,6 @@ class Settings(BaseSettings):
     # An alert not delivered within this age is dead-lettered: "24h", "90m", "3600s" or seconds.
     alert_max_age: timedelta = timedelta(hours=24)
 
-
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.max_body_bytes is None:
@@ -273,43 +252,3 @@ class Settings(BaseSettings):
             raise ConfigError(f"FRAUD_STORE_URL must start with sqlite:/// or postgresql://, got "
                               f"{scheme + '://...' if scheme else 'no scheme'}")
         return url
-
-
-def unknown_variables(environ: dict[str, str]) -> list[str]:
-    """``FRAUD_*`` names in ``environ`` that are neither a setting nor a client variable."""
-    known = {f"FRAUD_{name.upper()}" for name in Settings.model_fields} | CLIENT_VARIABLES
-    return sorted(n for n in environ if n.upper().startswith("FRAUD_") and n.upper() not in known)
-
-
-def load_settings() -> Settings:
-    """Build the settings from the environment (and FRAUD_ENV_FILE); :class:`ConfigError` names
-    every unknown ``FRAUD_*`` variable and every invalid value."""
-    path = env_file()
-    file_values: dict[str, str] = {}
-    if path is not None:
-        from dotenv import dotenv_values
-
-        if not path.is_file():
-            raise ConfigError(f"FRAUD_ENV_FILE={path}: no such file")
-        file_values = {k: v or "" for k, v in dotenv_values(path).items()}
-    unknown = unknown_variables({**file_values, **os.environ})
-    if unknown:
-        known = [f"FRAUD_{n.upper()}" for n in Settings.model_fields]
-        hints = [f"{n} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(n.upper(), known, 1))
-                 else n for n in unknown]
-        raise ConfigError("unknown setting(s): " + ", ".join(hints))
-    try:
-        return Settings(_env_file=path)
-    except ValidationError as exc:
-        problems = "; ".join(f"{_variable(e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
-        raise ConfigError(f"invalid settings: {problems}") from None
-
-
-def _variable(loc: tuple) -> str:
-    if not loc:
-        return "settings"
-    return "API_KEY" if loc[0] == "legacy_api_key" else f"FRAUD_{str(loc[0]).upper()}"
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return load_settings()
