@@ -10,8 +10,9 @@ import pytest
 
 from fraudscore import artifact
 from fraudscore.features import FEATURES
-from fraudscore.scoring.explain import QUANTILE_POINTS, Explainer, describe, from_artifact
+from fraudscore.scoring.explain import QUANTILE_POINTS, Explainer, from_artifact
 from fraudscore.scoring.model import OnnxForest
+from fraudscore.scoring.sentences import describe
 from fraudscore.training.trainer import PARITY_TOLERANCE
 
 
