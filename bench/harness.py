@@ -71,6 +71,9 @@ class Load:
         return 1 + 999 * self.batch_permille / 1000
 
 
+CONTROL = "{} again (control)"
+
+
 @dataclass
 class Bench:
     wrk: str
@@ -108,7 +111,8 @@ class Bench:
         self.rows.append(row)
         return row
 
-    def compare(self, name: str, variants: dict[str, dict[str, str]], load: Load, rounds: int) -> dict:
+    def compare(self, name: str, variants: dict[str, dict[str, str]], load: Load, rounds: int,
+                control: bool = True) -> dict:
         """Every variant on its own server, all started at once (an idle server costs nothing);
         then ``rounds`` rounds in which each is loaded in turn (the order reversed every other
         round). Each round's figures are taken relative to the first variant's in the same round,
@@ -116,7 +120,15 @@ class Bench:
         tens of percent over minutes, which a comparison of cells minutes apart cannot tell from
         the variants' own difference. CPU per request: the workers (``worker_us``), their child
         processes (``child_us``, the decision log's writer) and the local PostgreSQL server
-        (``pg_us``, 0 when it is not used)."""
+        (``pg_us``, 0 when it is not used).
+
+        ``control``: the first variant once more, on a server of its own started last (label
+        CONTROL). Identical servers are not equally fast here: over 60 rounds one ran at 0.945 of
+        its twin (2026-12-01), so a variant's ratio means something only as far as it is beyond the
+        control's."""
+        first_label, first_env = next(iter(variants.items()))
+        if control:
+            variants = {**variants, CONTROL.format(first_label): first_env}
         runs: dict[str, list[dict]] = {v: [] for v in variants}
         with contextlib.ExitStack() as stack:
             servers = {label: stack.enter_context(self.server(env, f"{name}-{label}".replace("/", "_")

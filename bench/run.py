@@ -79,7 +79,8 @@ def _comparison(report: list[str], title: str, summary: dict) -> None:
                       f"| {s['p99_delta_ms']:+.2f} | {s['worker_us']:.0f} / {s['child_us']:.0f} / {s['pg_us']:.0f} "
                       f"| {s['errors']} |")
     report += ["", "Ratio and p99 change: medians over the rounds of each variant against the first one "
-               "loaded seconds before or after it.", ""]
+               "loaded seconds before or after it. The control is the first variant again on a server of its own: "
+               "what two identical servers differ by in this run, the resolution of the other rows.", ""]
 
 
 def ratelimit(b: Bench, report: list[str], rounds: int) -> None:
