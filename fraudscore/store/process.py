@@ -240,8 +240,7 @@ class ProcessDecisionLog:
         deadline = time.monotonic() + timeout
         self._closed = True
         self._unwatch()
-        if self._proc is not None and self._proc.poll() is not None:
-            self._alive()  # died before: counted and reported there (no restart once closed)
+        self._alive()  # a child that died before is counted and reported there (no restart once closed)
         proc = self._proc
         report = {"written": 0, "unwritten": 0, "dropped": 0}
         if proc is not None:
